@@ -1,0 +1,392 @@
+"""The :class:`Serla` client: the public facade over the encoder and the delivery pipeline."""
+
+from __future__ import annotations
+
+import atexit
+import sys
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import Any, Callable, Optional
+
+from serla import _context
+from serla._config import DEFAULT_HOST, Config, env_disabled
+from serla._encode import MAX_EVENT_BYTES, Timestamp, UtcNow, encode, format_timestamp, sanitize
+from serla._log import enable_debug, logger, warn_limited
+from serla._retry import RetryPolicy
+from serla._transport import HttpTransport, Transport
+from serla._worker import BatchWorker
+
+IDENTIFY_PATH = "/api/v1/identify"
+_MAX_IDENTIFY_ID = 256
+
+
+class Serla:
+    """A Serla client: ``track()`` queues events, one background thread delivers them in batches.
+
+    Create one per process and reuse it. ``track()`` never raises and never does I/O: it checks the
+    call, encodes the event on the spot (so later changes to your ``properties`` dict change nothing) and
+    appends the bytes to a bounded buffer. A daemon thread, started on the first ``track()``, sends up to
+    ``batch_size`` events per request to ``{host}/api/v1/events/batch`` as soon as a batch is full and
+    otherwise every ``flush_interval_seconds``.
+
+    Args:
+        api_key: Your project's API key (``sk_live_...`` or ``pk_live_...``).
+        host: Base URL of the Serla deployment. A trailing slash is removed; a path prefix is kept.
+            Plain ``http://`` is meant for a local server: for any other host it logs a warning.
+        flush_interval_seconds: The longest an event waits in the buffer before it is sent.
+        batch_size: Events per request. The server takes at most 100: a larger value is lowered to 100,
+            with a warning.
+        debug: Set the ``serla`` logger to DEBUG and attach a stderr handler to it.
+        flush_on_exit: Register an ``atexit`` hook that flushes (bounded by ``shutdown_timeout``). The
+            client stays usable after it, for hooks that run later (``logging.shutdown``, an
+            OpenTelemetry provider's shutdown).
+        max_queue_size: The most events held in memory (buffered + in flight). While the endpoint fails,
+            further events are refused, counted in ``stats()["dropped"]["queue_full"]`` and warned about.
+        timeout: Seconds allowed for each HTTP request (connect and each read): bounds ``identify()`` and
+            every batch POST.
+        shutdown_timeout: How long the atexit hook may spend flushing, in seconds.
+        block_on_full_seconds: When the queue is full *and deliveries are succeeding* (a producer
+            outrunning a healthy sender, e.g. a script tracking 100,000 records), ``track()`` waits up to
+            this long for room instead of dropping. While the endpoint fails it never waits. ``0`` never
+            waits.
+        ca_bundle: Path to a PEM file of CA certificates to trust instead of the system's. Certificate
+            verification itself cannot be turned off.
+        capture_trace_context: When OpenTelemetry is already imported and a span is active, add its
+            ``trace_id`` and ``span_id`` (hex) to the event's properties (unless you set those keys).
+        disabled: Accept and check calls but send nothing and start no thread. ``None`` (the default)
+            reads the ``SERLA_DISABLED`` environment variable.
+
+    Raises:
+        ValueError: For an empty ``api_key`` or any other bad option value.
+        TypeError: For an option of the wrong type.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        host: str = DEFAULT_HOST,
+        flush_interval_seconds: float = 5.0,
+        batch_size: int = 50,
+        debug: bool = False,
+        flush_on_exit: bool = True,
+        max_queue_size: int = 1000,
+        timeout: float = 10.0,
+        shutdown_timeout: float = 10.0,
+        block_on_full_seconds: float = 1.0,
+        ca_bundle: Optional[str] = None,
+        capture_trace_context: bool = True,
+        disabled: Optional[bool] = None,
+        _transport_factory: Optional[Callable[[], Transport]] = None,
+        _policy: Optional[RetryPolicy] = None,
+        _clock: Optional[Callable[[], float]] = None,
+    ) -> None:
+        self._config = Config(
+            api_key=api_key,
+            host=host,
+            flush_interval_seconds=flush_interval_seconds,
+            batch_size=batch_size,
+            debug=debug,
+            flush_on_exit=flush_on_exit,
+            max_queue_size=max_queue_size,
+            timeout=timeout,
+            shutdown_timeout=shutdown_timeout,
+            block_on_full_seconds=block_on_full_seconds,
+            ca_bundle=ca_bundle,
+            capture_trace_context=capture_trace_context,
+            disabled=env_disabled() if disabled is None else bool(disabled),
+        )
+        cfg = self._config
+        if debug:
+            enable_debug()
+        self._now = UtcNow(_clock) if _clock is not None else UtcNow()
+        self._invalid = 0
+        self._invalid_lock = threading.Lock()
+        self._shut = False
+        self._disabled = cfg.disabled
+        factory = _transport_factory or (lambda: HttpTransport(cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle))
+        self._transport_factory = factory
+        self._worker = BatchWorker(
+            factory,
+            batch_size=cfg.batch_size,
+            flush_interval=cfg.flush_interval_seconds,
+            max_queue_size=cfg.max_queue_size,
+            block_on_full=cfg.block_on_full_seconds,
+            policy=_policy,
+        )
+        self._atexit: Callable[[], None] | None = None
+        if cfg.flush_on_exit and not cfg.disabled:
+            ref = weakref.ref(self)
+
+            def _flush_at_exit() -> None:
+                client = ref()
+                if client is not None:
+                    client._flush_at_exit()
+
+            self._atexit = _flush_at_exit
+            atexit.register(_flush_at_exit)
+        if cfg.disabled:
+            logger.info("serla: disabled (SERLA_DISABLED or disabled=True): events are checked, not sent")
+        logger.debug("serla: client created: %r", self)
+
+    # -- public API --------------------------------------------------------------------------------------
+
+    def track(
+        self,
+        event: str,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+        timestamp: Timestamp = None,
+    ) -> bool:
+        """Queue an event for delivery. Never blocks on the network, never raises.
+
+        Args:
+            event: The event's name, a non-empty string.
+            distinct_id: Who did it, a non-empty string (``str()`` your numeric IDs). ``None`` uses the
+                context default set with :func:`serla.set_distinct_id` / :func:`serla.distinct_id_context`;
+                if there is none, the call is dropped.
+            properties: A dict of JSON-like values; other values are coerced (see the README). It is
+                copied now: changing it afterwards changes nothing.
+            timestamp: When it happened: a ``datetime`` (naive = UTC), a ``date``, an ISO-8601 string or
+                epoch seconds. ``None`` means now. Sent as UTC with ``Z``.
+
+        Returns:
+            True if the event was accepted for delivery; False if it was dropped (a wrong call, a full
+            queue, a closed client). Every drop is counted in :meth:`stats` and logged as a WARNING.
+        """
+        try:
+            if not isinstance(event, str) or not event:
+                return self._reject("event must be a non-empty string, got %r", event)
+            if distinct_id is None:
+                distinct_id = _context.get_distinct_id()
+                if distinct_id is None:
+                    return self._reject(
+                        "distinct_id is required (or set one with serla.set_distinct_id()) for event %r", event
+                    )
+            if not isinstance(distinct_id, str) or not distinct_id:
+                return self._reject(
+                    "distinct_id must be a non-empty string (use str(user.id)), got %r for event %r",
+                    distinct_id,
+                    event,
+                )
+            if timestamp is None:
+                ts = self._now()
+            else:
+                ts = format_timestamp(timestamp)
+                if ts is None:
+                    return self._reject(
+                        "timestamp %r of event %r is not a datetime, ISO-8601 string or epoch seconds "
+                        "within 1970-2100",
+                        timestamp,
+                        event,
+                    )
+            if properties is None:
+                props: Any = {}
+            elif type(properties) is dict:
+                props = properties
+            else:
+                props = _as_properties(properties)
+                if props is None:
+                    return self._reject(
+                        "properties must be a dict, got %s for event %r", type(properties).__name__, event
+                    )
+            if self._config.capture_trace_context and "opentelemetry.trace" in sys.modules:
+                props = _with_trace_context(props)
+            data = encode({"name": event, "distinctId": distinct_id, "properties": props, "timestamp": ts})
+            if len(data) > MAX_EVENT_BYTES:
+                return self._reject(
+                    "event %r is %d bytes of JSON, over the %d-byte limit", event, len(data), MAX_EVENT_BYTES
+                )
+            if self._disabled:
+                return True
+            return self._worker.put(data)
+        except Exception:
+            logger.warning("serla: track() failed unexpectedly; the event is dropped", exc_info=True)
+            return False
+
+    def identify(self, distinct_id: str, properties: Optional[Mapping[str, Any]] = None) -> bool:
+        """Set properties on a person, synchronously (``POST /api/v1/identify``). Never raises.
+
+        The server shallow-merges ``properties`` into what it has for ``distinct_id``. The request runs
+        on a short-lived helper thread and this call waits at most ``timeout`` seconds for it (so even a
+        hanging DNS lookup cannot hold your code longer).
+
+        Args:
+            distinct_id: A non-empty string of at most 256 UTF-16 code units.
+            properties: A dict; values are coerced like ``track()``'s.
+
+        Returns:
+            True when the server confirmed it; False otherwise (the reason is logged).
+        """
+        try:
+            if self._shut:
+                warn_limited("closed", "serla: identify() after shutdown() is dropped")
+                return False
+            if not isinstance(distinct_id, str) or not distinct_id:
+                return self._reject("identify: distinct_id must be a non-empty string, got %r", distinct_id)
+            if len(distinct_id.encode("utf-16-le")) // 2 > _MAX_IDENTIFY_ID:
+                return self._reject("identify: distinct_id is longer than %d characters", _MAX_IDENTIFY_ID)
+            props = {} if properties is None else _as_properties(properties)
+            if props is None:
+                return self._reject("identify: properties must be a dict, got %s", type(properties).__name__)
+            body = encode({"distinctId": distinct_id, "properties": props})
+            if self._disabled:
+                return True
+            return self._identify_post(body)
+        except Exception:
+            logger.warning("serla: identify() failed unexpectedly", exc_info=True)
+            return False
+
+    def flush(self, timeout: Optional[float] = 30.0) -> bool:
+        """Wait until every event queued before this call has been delivered.
+
+        Call it before a serverless handler returns. A flush also cuts short a retry backoff (once); it
+        does not override a server's rate-limit or quota pause, and returns False at once if that pause
+        outlasts ``timeout``.
+
+        Args:
+            timeout: Seconds to wait at most. ``None`` waits without bound.
+
+        Returns:
+            True when all of them were delivered; False on timeout or if any was dropped.
+        """
+        if self._disabled:
+            return True
+        try:
+            return self._worker.flush(timeout)
+        except Exception:
+            logger.warning("serla: flush() failed unexpectedly", exc_info=True)
+            return False
+
+    def shutdown(self, timeout: Optional[float] = 30.0) -> bool:
+        """Flush, stop the worker thread and unregister the atexit hook. Safe to call more than once.
+
+        After it, ``track()`` and ``identify()`` are dropped with a warning.
+
+        Args:
+            timeout: Seconds to spend at most. ``None`` waits without bound.
+
+        Returns:
+            True when everything accepted was delivered.
+        """
+        try:
+            self._shut = True
+            if self._atexit is not None:
+                atexit.unregister(self._atexit)
+                self._atexit = None
+            if self._disabled:
+                return True
+            return self._worker.close(timeout)
+        except Exception:
+            logger.warning("serla: shutdown() failed unexpectedly", exc_info=True)
+            return False
+
+    close = shutdown
+    """An alias of :meth:`shutdown`, for ``contextlib.closing`` and habit."""
+
+    def pending_count(self) -> int:
+        """The number of events accepted and not yet delivered or dropped (buffered + in flight)."""
+        return self._worker.pending()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for health checks and tests.
+
+        Returns:
+            A dict with ``queued`` (in the buffer), ``in_flight``, ``pending`` (both), ``accepted``,
+            ``sent`` (events the server confirmed), ``batches_sent``, ``requests``, ``retried``
+            (resends of a batch), ``dropped`` (a dict: reason -> events; reasons are ``invalid_call``,
+            ``queue_full``, ``rejected`` (400), ``too_large``, ``server_error``, ``shutdown``),
+            ``healthy`` (the last send succeeded) and ``last_error``.
+        """
+        out = self._worker.stats()
+        if self._invalid:
+            out["dropped"]["invalid_call"] = self._invalid
+        return out
+
+    @property
+    def host(self) -> str:
+        """The base URL events are sent to."""
+        return self._config.host
+
+    @property
+    def config(self) -> Config:
+        """The checked options (the API key is kept out of its ``repr``)."""
+        return self._config
+
+    def __enter__(self) -> Serla:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        key = self._config.api_key
+        shown = key[:8] + "..." if key.startswith(("sk_live_", "pk_live_")) else "***"
+        return f"<Serla host={self._config.host!r} api_key={shown!r} pending={self._worker.pending()}>"
+
+    # -- internals ---------------------------------------------------------------------------------------
+
+    def _reject(self, msg: str, *args: Any) -> bool:
+        with self._invalid_lock:
+            self._invalid += 1
+        warn_limited("invalid_call", "serla: call dropped: " + msg, *args)
+        return False
+
+    def _flush_at_exit(self) -> None:
+        if self._shut:
+            return
+        ok = self.flush(self._config.shutdown_timeout)
+        if not ok:
+            logger.warning("serla: %d events were not delivered at exit", self.pending_count())
+
+    def _identify_post(self, body: bytes) -> bool:
+        cfg = self._config
+        box: list[Any] = []
+
+        def run() -> None:
+            transport = HttpTransport(cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle)
+            try:
+                box.append(transport.post(IDENTIFY_PATH, body, {}))
+            finally:
+                transport.close()
+
+        try:
+            thread = threading.Thread(target=run, name="serla-identify", daemon=True)
+            thread.start()
+        except RuntimeError:  # interpreter shutdown: no new threads; do it here
+            run()
+        else:
+            thread.join(cfg.timeout)
+        if not box:
+            logger.warning("serla: identify() timed out after %.1f s", cfg.timeout)
+            return False
+        result = box[0]
+        if result.status == 200:
+            return True
+        logger.warning(
+            "serla: identify() failed: %s",
+            result.error if result.status is None else f"HTTP {result.status} {result.body[:200]!r}",
+        )
+        return False
+
+
+def _as_properties(value: Any) -> dict[str, Any] | None:
+    """Coerce a non-dict ``properties`` argument (Mapping, dataclass, pydantic model) or return None."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    coerced = sanitize(value)
+    return coerced if isinstance(coerced, dict) else None
+
+
+def _with_trace_context(props: dict[str, Any]) -> dict[str, Any]:
+    """Add the active OpenTelemetry span's ids (hex) unless the caller set them."""
+    try:
+        trace = sys.modules["opentelemetry.trace"]
+        ctx = trace.get_current_span().get_span_context()  # type: ignore[attr-defined]
+        if not ctx.is_valid:
+            return props
+        extra = {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
+        return {**extra, **props}
+    except Exception:
+        return props

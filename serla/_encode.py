@@ -1,0 +1,310 @@
+"""Turning a ``track()`` call into the bytes of one event, exactly as the Serla server takes them.
+
+An event is encoded once, on the caller's thread, when ``track()`` is called. The bytes are the snapshot:
+mutating the properties afterwards changes nothing, and the worker only joins ready-made bytes into a
+request body. The fast path is one C-accelerated JSON encode; whatever it cannot take exactly (NaN,
+NUL characters, lone surrogates, cycles, odd keys, absurd depth, a value whose ``__str__`` raises) falls
+back to :func:`sanitize`, which never raises.
+
+Coercions (the documented forms; see the README's table):
+
+========================================  ===============================================================
+value                                     becomes
+========================================  ===============================================================
+``datetime``                              ``"2024-01-15T10:30:00.123Z"`` (UTC; naive values are UTC)
+``date`` / ``time``                       ``"2024-01-15"`` / ``"10:30:00"`` (``isoformat()``)
+``timedelta``                             seconds, as a float
+``Decimal``                               float (non-finite: ``null``)
+``float`` NaN / Infinity                  ``null``
+``UUID``, ``PathLike``                    ``str``
+``Enum``                                  its ``.value``, coerced in turn
+``set`` / ``frozenset`` / ``tuple``       list (sets sorted when their items are comparable)
+``bytes`` / ``bytearray``                 text, decoded as UTF-8 with U+FFFD for bad bytes
+dataclass instance                        dict of its fields
+object with ``model_dump()`` (pydantic)   ``model_dump(mode="json")``
+object with ``tolist()`` (numpy)          ``tolist()``
+other ``Mapping`` / ``Sequence``          dict / list
+non-string dict keys                      ``str(key)``
+strings                                   U+0000 removed, lone surrogates become U+FFFD
+cycles, nesting deeper than 32            the string ``"<cycle>"`` / ``"<max depth>"``
+anything else                             ``str(value)`` (``"<unprintable T>"`` if that raises)
+========================================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import json
+import math
+import os
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from decimal import Decimal
+from typing import Any, Callable, Final, Union
+
+MAX_DEPTH: Final = 32
+"""Containers nested deeper than this are replaced by ``"<max depth>"``."""
+
+MAX_EVENT_BYTES: Final = 1_000_000
+"""An event whose JSON is larger than this is dropped: it could never travel in a request."""
+
+MAX_REQUEST_BYTES: Final = 3_000_000
+"""A request body never exceeds this: well under the hosted platform's 4.5 MB cap."""
+
+MIN_YEAR: Final = 1970
+MAX_YEAR: Final = 2100
+
+_UTC: Final = _dt.timezone.utc
+_EPOCH: Final = _dt.datetime(1970, 1, 1, tzinfo=_UTC)
+
+Timestamp = Union[_dt.datetime, _dt.date, str, int, float, None]
+
+
+def _fmt_utc(value: _dt.datetime) -> str:
+    """Format an aware or naive (= UTC) datetime as the server's strict ``...T...Z`` form."""
+    if value.tzinfo is not None:
+        value = value.astimezone(_UTC)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond // 1000,
+    )
+
+
+# -- property values -------------------------------------------------------------------------------------
+
+
+def _coerce(value: Any) -> Any:
+    """Map one value JSON cannot take to one it can (one level only; the encoder recurses)."""
+    if isinstance(value, _dt.datetime):
+        return _fmt_utc(value)
+    if isinstance(value, (_dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return float(value) if value.is_finite() else None
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, AbstractSet):
+        items = list(value)
+        try:
+            items.sort()
+        except TypeError:
+            pass
+        return items
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Sequence):
+        return list(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            return dump(mode="json")
+        except TypeError:
+            return dump()
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    return str(value)
+
+
+_encode: Final[Callable[[Any], str]] = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_coerce
+).encode
+
+
+def _clean_str(value: str) -> str:
+    """Remove U+0000 and replace lone surrogates with U+FFFD (the server's database rejects both)."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # Pairs of surrogates that came in as separate code points join up; lone ones become U+FFFD.
+        value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return value
+
+
+def sanitize(value: Any, _depth: int = 0, _seen: frozenset[int] = frozenset()) -> Any:
+    """Return a JSON-safe copy of ``value``; never raises.
+
+    This is the slow path of :func:`encode_event`, taken only when the fast encoder refuses a value.
+
+    Args:
+        value: Any Python value.
+
+    Returns:
+        A structure of ``dict``/``list``/``str``/``int``/``float``/``bool``/``None`` only, with finite
+        floats, clean strings, string keys, no cycles and at most ``MAX_DEPTH`` levels.
+    """
+    try:
+        if value is None or value is True or value is False:
+            return value
+        if isinstance(value, str):
+            return _clean_str(str(value))
+        if isinstance(value, int):
+            return int(value)
+        if isinstance(value, float):
+            return float(value) if math.isfinite(value) else None
+        if _depth >= MAX_DEPTH:
+            return "<max depth>"
+        if isinstance(value, (dict, list, tuple)):
+            if id(value) in _seen:
+                return "<cycle>"
+            seen = _seen | {id(value)}
+            if isinstance(value, dict):
+                out: dict[str, Any] = {}
+                for k, v in list(value.items()):
+                    key = _clean_str(k if isinstance(k, str) else _key_str(k))
+                    out[key] = sanitize(v, _depth + 1, seen)
+                return out
+            return [sanitize(v, _depth + 1, seen) for v in list(value)]
+        coerced = _coerce(value)
+        if coerced is value:  # pragma: no cover - _coerce always changes the type or returns str
+            return _clean_str(str(value))
+        return sanitize(coerced, _depth + 1, _seen | {id(value)})
+    except Exception:  # a hostile __str__, __iter__ or property: never let it escape
+        return _unprintable(value)
+
+
+def _key_str(key: Any) -> str:
+    if key is None or isinstance(key, (bool, int, float)):
+        return json.dumps(key) if key is not None else "null"
+    try:
+        return str(key)
+    except Exception:
+        return _unprintable(key)
+
+
+def _unprintable(value: Any) -> str:
+    try:
+        return f"<unprintable {type(value).__name__}>"
+    except Exception:  # pragma: no cover - type names always format
+        return "<unprintable>"
+
+
+def encode(value: Any) -> bytes:
+    """Encode ``value`` as compact UTF-8 JSON the server accepts; never raises.
+
+    Args:
+        value: Usually the event or identify body as a dict.
+
+    Returns:
+        The JSON bytes.
+    """
+    try:
+        text = _encode(value)
+        if "\\u0000" not in text:
+            return text.encode("utf-8")  # raises UnicodeEncodeError on a lone surrogate
+    except Exception:
+        pass
+    return _encode(sanitize(value)).encode("utf-8")
+
+
+# -- timestamps ------------------------------------------------------------------------------------------
+
+_ISO_RE: Final = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})"
+    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
+    r"\s*(?:([Zz])|([+-])(\d{2}):?(\d{2}))?"
+)
+
+
+def parse_iso(text: str) -> _dt.datetime | None:
+    """Parse an ISO-8601 string into an aware UTC datetime, or return ``None``.
+
+    Accepted: a date, optionally with ``T`` (or a space) and a time with optional seconds and any number
+    of fractional digits, and an optional zone (``Z``, ``+HH:MM``, ``+HHMM``). A string without a zone is
+    UTC, like a naive datetime. Leading and trailing white space is ignored.
+    """
+    m = _ISO_RE.fullmatch(text.strip())
+    if m is None:
+        return None
+    y, mo, d, hh, mi, ss, frac, z, sign, oh, om = m.groups()
+    try:
+        micro = int((frac or "0")[:6].ljust(6, "0"))
+        value = _dt.datetime(int(y), int(mo), int(d), int(hh or 0), int(mi or 0), int(ss or 0), micro)
+        if sign:
+            offset = _dt.timedelta(hours=int(oh), minutes=int(om))
+            value = value - offset if sign == "+" else value + offset
+    except (ValueError, OverflowError):
+        return None
+    return value.replace(tzinfo=_UTC)
+
+
+def format_timestamp(value: Timestamp) -> str | None:
+    """Normalise a user-supplied timestamp to the server's form, or return ``None`` if it is unusable.
+
+    Args:
+        value: A ``datetime`` (naive = UTC, aware = converted), a ``date`` (midnight UTC), an ISO-8601
+            string (see :func:`parse_iso`) or a number of seconds since the Unix epoch.
+
+    Returns:
+        ``"YYYY-MM-DDTHH:MM:SS.mmmZ"``, or ``None`` when the value cannot be read or lies outside
+        1970-2100 (years the server's database may refuse).
+    """
+    try:
+        if isinstance(value, _dt.datetime):
+            moment = value if value.tzinfo is None else value.astimezone(_UTC).replace(tzinfo=None)
+        elif isinstance(value, _dt.date):
+            moment = _dt.datetime(value.year, value.month, value.day)
+        elif isinstance(value, str):
+            parsed = parse_iso(value)
+            if parsed is None:
+                return None
+            moment = parsed.replace(tzinfo=None)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                return None
+            moment = (_EPOCH + _dt.timedelta(seconds=value)).replace(tzinfo=None)
+        else:
+            return None
+    except (ValueError, OverflowError, OSError):
+        return None
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        return None
+    return _fmt_utc(moment)
+
+
+class UtcNow:
+    """A fast "now" formatter: caches the formatted second, adds the milliseconds.
+
+    Args:
+        clock: Wall clock in seconds since the epoch (``time.time``), injectable for tests.
+    """
+
+    __slots__ = ("_cache", "_clock")
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._cache: tuple[int, str] = (-1, "")
+
+    def __call__(self) -> str:
+        """Return the current time as ``"YYYY-MM-DDTHH:MM:SS.mmmZ"``."""
+        now = self._clock()
+        sec = int(now)
+        cached_sec, prefix = self._cache
+        if sec != cached_sec:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+            self._cache = (sec, prefix)
+        return "%s.%03dZ" % (prefix, int((now - sec) * 1000))

@@ -1,0 +1,567 @@
+"""The delivery pipeline: one bounded buffer and one daemon thread per client.
+
+Invariants (read these before changing anything here):
+
+* ``_lock`` guards every field below it in ``__init__``. It is held only to append to, pop from or read
+  the buffer and counters, never during I/O or a wait on ``_wakeup``.
+* Events are resolved (delivered or dropped) strictly in the order they were accepted: the flusher sends
+  one batch at a time and finishes it (including its split halves and retries) before taking the next.
+  So "every event accepted before this ``flush()`` is resolved" is the single number ``_done_seq``.
+* ``_pending`` counts accepted events not yet resolved (buffered + in flight). It never exceeds
+  ``max_queue_size``: that is the memory bound.
+* Only the flusher thread calls the transport, except in *inline mode*, when no thread can be started
+  (during interpreter shutdown): then ``flush()`` sends on the calling thread, under ``_inline_lock``.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import sys
+import threading
+import time
+import uuid
+import weakref
+from typing import Any, Callable, Final
+
+from serla._encode import MAX_REQUEST_BYTES
+from serla._log import logger, warn_limited
+from serla._retry import Action, Decision, RetryPolicy, SendResult, describe_rejection
+from serla._transport import Transport
+
+BATCH_PATH: Final = "/api/v1/events/batch"
+MAX_BATCH: Final = 100
+"""The server takes at most 100 events per request."""
+
+_HEAD: Final = b'{"events":['
+_TAIL: Final = b"]}"
+
+
+class _Batch:
+    """Events in flight, frozen at their first send: same bytes, same key on every retry."""
+
+    __slots__ = ("attempts", "key", "last_seq", "seqs", "items", "flush_gen")
+
+    def __init__(self, items: list[bytes], seqs: list[int], key: str, last_seq: int) -> None:
+        self.items = items
+        self.seqs = seqs
+        self.key = key
+        self.last_seq = last_seq
+        self.attempts = 0
+        self.flush_gen = 0
+
+    def body(self) -> bytes:
+        return _HEAD + b",".join(self.items) + _TAIL
+
+    def derive(self, items: list[bytes], seqs: list[int], tag: str) -> _Batch:
+        return _Batch(items, seqs, f"{self.key}.{tag}", self.last_seq)
+
+
+class BatchWorker:
+    """Buffers encoded events and delivers them in batches from one named daemon thread.
+
+    Args:
+        transport_factory: Returns a fresh :class:`~serla._transport.Transport` (called lazily, and again
+            in a forked child).
+        batch_size: Events per request, 1..100.
+        flush_interval: The longest an event waits in the buffer before a send, in seconds.
+        max_queue_size: The most events held (buffered + in flight); more are refused and counted.
+        block_on_full: How long ``put`` may wait for room while deliveries succeed, in seconds. While the
+            endpoint fails, ``put`` never waits.
+        policy: The retry policy.
+        clock: Monotonic clock (injectable).
+        wall_clock: Wall clock for ``Retry-After`` dates (injectable).
+        rng: Random source for jitter (injectable).
+        name: The thread's name.
+    """
+
+    def __init__(
+        self,
+        transport_factory: Callable[[], Transport],
+        *,
+        batch_size: int,
+        flush_interval: float,
+        max_queue_size: int,
+        block_on_full: float,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+        name: str = "serla-flusher",
+    ) -> None:
+        self._transport_factory = transport_factory
+        self._batch_size = batch_size
+        self._interval = flush_interval
+        self._max = max_queue_size
+        self._block_on_full = block_on_full
+        self._policy = policy or RetryPolicy()
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._rng = rng
+        self._name = name
+        self._init_state()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.WeakMethod(self._after_fork)
+
+            def _child() -> None:
+                method = ref()
+                if method is not None:
+                    method()
+
+            os.register_at_fork(after_in_child=_child)
+
+    def _init_state(self) -> None:
+        """(Re)create every piece of mutable state: at construction and in a forked child."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._progress = threading.Condition(self._lock)  # notified when events resolve or room appears
+        self._wakeup = threading.Event()  # set to wake the flusher
+        self._inline_lock = threading.Lock()
+        self._buffer: collections.deque[bytes] = collections.deque()
+        self._thread: threading.Thread | None = None
+        self._thread_failed = False
+        self._transport: Transport | None = None
+        self._accepted_seq = 0  # seq of the last accepted event
+        self._taken_seq = 0  # seq of the last event moved from the buffer into a batch
+        self._done_seq = 0  # every event with seq <= this is resolved
+        self._pending = 0
+        self._oldest_at: float | None = None  # when the buffer last became non-empty
+        self._send_through = 0  # send without waiting for the interval up to this seq
+        self._flush_gen = 0
+        self._flushers = 0
+        self._closed = False  # no more intake
+        self._stop = False  # flusher: exit as soon as possible
+        self._healthy = True
+        self._hold_until = 0.0
+        self._hold_kind = ""  # "backoff" (a flush may cut it short) or "hold" (server-imposed)
+        self._in_flight = 0
+        self._lost: collections.deque[int] = collections.deque(maxlen=4096)
+        self._lost_evicted = 0  # the highest seq that fell out of _lost
+        self._stats: dict[str, int] = collections.defaultdict(int)
+        self._dropped: dict[str, int] = collections.defaultdict(int)
+        self._last_error: str | None = None
+
+    # -- producer side ---------------------------------------------------------------------------------
+
+    def put(self, data: bytes) -> bool:
+        """Accept one encoded event; return False (and count it) if it is refused. Never raises."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        wake = False
+        with self._lock:
+            if self._closed:
+                self._dropped["shutdown"] += 1
+                refused = "shutdown"
+            elif self._pending >= self._max and not self._wait_for_room():
+                self._dropped["queue_full"] += 1
+                refused = "queue_full"
+            else:
+                refused = ""
+                self._pending += 1
+                self._accepted_seq += 1
+                buf = self._buffer
+                buf.append(data)
+                n = len(buf)
+                if n == 1:
+                    self._oldest_at = self._clock()
+                    wake = True
+                elif n == self._batch_size:
+                    wake = True
+        if refused:
+            if refused == "queue_full":
+                warn_limited(
+                    "queue_full",
+                    "serla: event dropped: %d events are already waiting (max_queue_size) and the endpoint "
+                    "is not accepting them right now; see Serla.stats()['dropped']",
+                    self._max,
+                )
+            else:
+                warn_limited("closed", "serla: event dropped: the client was shut down")
+            return False
+        if self._thread is None and not self._thread_failed:
+            self._start_thread()
+        if wake:
+            self._wakeup.set()
+        return True
+
+    def _wait_for_room(self) -> bool:
+        """Wait (caller holds ``_lock``) for the flusher to make room, only while deliveries succeed."""
+        if self._block_on_full <= 0 or not self._can_block():
+            return False
+        deadline = self._clock() + self._block_on_full
+        self._send_through = max(self._send_through, self._accepted_seq)
+        self._wakeup.set()
+        while self._pending >= self._max:
+            remaining = deadline - self._clock()
+            if remaining <= 0 or not self._can_block():
+                return False
+            self._progress.wait(remaining)
+        return True
+
+    def _can_block(self) -> bool:
+        thread = self._thread
+        return (
+            self._healthy
+            and not self._stop
+            and thread is not None
+            and thread.is_alive()
+            and thread is not threading.current_thread()
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def _start_thread(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._thread_failed or self._stop:
+                return
+            if sys.is_finalizing():
+                self._thread_failed = True
+            else:
+                thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                    self._thread_failed = True
+                else:
+                    self._thread = thread
+        if self._thread_failed:
+            logger.debug("serla: no flusher thread can start now; flush() will send on the caller's thread")
+
+    def _after_fork(self) -> None:
+        """In a forked child: start empty with fresh locks; the parent keeps delivering its own events."""
+        if self._pid == os.getpid():
+            return
+        closed = self._closed
+        transport = self._transport
+        if transport is not None and hasattr(transport, "forget"):
+            transport.forget()
+        self._init_state()
+        self._closed = closed
+
+    def flush(self, timeout: float | None) -> bool:
+        """Wait until every event accepted before this call is resolved.
+
+        Args:
+            timeout: Seconds to wait at most; ``None`` waits without bound.
+
+        Returns:
+            True when all of them were delivered; False on timeout or if any of them was dropped.
+        """
+        if self._pid != os.getpid():
+            self._after_fork()
+        deadline = None if timeout is None else self._clock() + max(0.0, timeout)
+        with self._lock:
+            target = self._accepted_seq
+            start = self._done_seq
+            if self._done_seq >= target:
+                return True
+            self._send_through = max(self._send_through, target)
+            self._flush_gen += 1
+            self._flushers += 1
+        try:
+            if self._thread is None and not self._thread_failed:
+                self._start_thread()
+            thread = self._thread
+            if thread is None or not thread.is_alive():
+                self._drain_inline(deadline, target)
+            elif thread is threading.current_thread():
+                return False
+            self._wakeup.set()
+            with self._lock:
+                while self._done_seq < target:
+                    if self._hold_kind == "hold" and deadline is not None and self._hold_until > deadline:
+                        break  # the server told us to wait past the deadline: no point waiting
+                    remaining = None if deadline is None else deadline - self._clock()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    self._progress.wait(remaining)
+                if self._done_seq < target:
+                    return False
+                return self._lost_evicted <= start and not any(start < s <= target for s in self._lost)
+        finally:
+            with self._lock:
+                self._flushers -= 1
+
+    def close(self, timeout: float | None) -> bool:
+        """Stop intake, deliver what is queued within ``timeout``, stop the thread. Safe to call twice.
+
+        Returns:
+            True when everything accepted was delivered.
+        """
+        with self._lock:
+            self._closed = True
+        deadline = None if timeout is None else self._clock() + max(0.0, timeout)
+        ok = self.flush(timeout)
+        with self._lock:
+            self._stop = True
+            thread = self._thread
+        self._wakeup.set()
+        if thread is not None and thread is not threading.current_thread():
+            remaining = None if deadline is None else max(0.0, deadline - self._clock())
+            thread.join(remaining)
+        with self._inline_lock, self._lock:
+            left = self._pending
+            if left and not (thread is not None and thread.is_alive()):
+                self._dropped["shutdown"] += left
+                self._pending = 0
+                self._buffer.clear()
+                self._done_seq = self._accepted_seq
+                ok = False
+                warn_limited("shutdown_loss", "serla: %d events were not delivered before shutdown", left)
+            elif left:
+                ok = False
+            transport = self._transport
+        if transport is not None and not (thread is not None and thread.is_alive()):
+            transport.close()
+        return ok
+
+    # -- introspection ---------------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        """Events accepted and not yet resolved (buffered + in flight)."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        return self._pending
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the counters (see ``Serla.stats``)."""
+        with self._lock:
+            return {
+                "queued": len(self._buffer),
+                "in_flight": self._in_flight,
+                "pending": self._pending,
+                "accepted": self._accepted_seq,
+                "sent": self._stats["sent"],
+                "batches_sent": self._stats["batches"],
+                "requests": self._stats["requests"],
+                "retried": self._stats["retried"],
+                "dropped": dict(self._dropped),
+                "healthy": self._healthy,
+                "last_error": self._last_error,
+            }
+
+    # -- the flusher -----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """The flusher thread's loop: take a batch when one is due, deliver it, repeat."""
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            try:
+                self._deliver(batch)
+            except Exception:  # never let one batch kill the thread: a dead flusher loses everything after
+                logger.exception("serla: unexpected error delivering a batch; its events are dropped")
+                self._resolve_lost(batch.seqs, "internal_error")
+                self._finish(batch)
+                with self._lock:
+                    self._in_flight = 0
+
+    def _take(self) -> _Batch:
+        """Move up to one batch of events from the buffer (caller holds ``_lock``)."""
+        buf = self._buffer
+        items: list[bytes] = []
+        size = len(_HEAD) + len(_TAIL)
+        while buf and len(items) < self._batch_size:
+            nxt = len(buf[0]) + 1
+            if items and size + nxt > MAX_REQUEST_BYTES:
+                break
+            items.append(buf.popleft())
+            size += nxt
+        first = self._taken_seq + 1
+        self._taken_seq += len(items)
+        self._in_flight = len(items)
+        self._oldest_at = self._clock() if buf else None
+        return _Batch(items, list(range(first, self._taken_seq + 1)), str(uuid.uuid4()), self._taken_seq)
+
+    def _next_batch(self) -> _Batch | None:
+        """Wait until a batch is due and take it; None when the thread should exit."""
+        while True:
+            with self._lock:
+                self._wakeup.clear()
+                if self._stop and not self._buffer:
+                    return None
+                n = len(self._buffer)
+                timeout: float | None = None
+                if n:
+                    now = self._clock()
+                    oldest = self._oldest_at if self._oldest_at is not None else now
+                    if now - oldest >= self._interval:
+                        self._send_through = max(self._send_through, self._accepted_seq)
+                    if n >= self._batch_size or self._send_through > self._taken_seq or self._stop:
+                        return self._take()
+                    timeout = oldest + self._interval - now
+            self._wakeup.wait(timeout)
+
+    def _deliver(self, batch: _Batch) -> None:
+        """Send one batch until it is resolved: delivered, dropped, or (at stop) abandoned."""
+        todo = collections.deque([batch])
+        while todo:
+            current = todo[0]
+            if not self._wait_hold(current):
+                for b in todo:
+                    self._resolve_lost(b.seqs, "shutdown")
+                break
+            if self._transport is None:
+                self._transport = self._transport_factory()
+            body = current.body()
+            current.attempts += 1
+            if current.attempts > 1:
+                self._count("retried")
+            result = self._transport.post(BATCH_PATH, body, {"X-Idempotency-Key": current.key})
+            self._count("requests")
+            decision = self._policy.decide(
+                result, current.attempts, len(current.items), self._rng, self._wall_clock()
+            )
+            self._apply(decision, result, todo)
+        self._finish(batch)
+
+    def _apply(self, decision: Decision, result: SendResult, todo: collections.deque[_Batch]) -> None:
+        current = todo[0]
+        action = decision.action
+        if action is Action.DELIVERED:
+            todo.popleft()
+            with self._lock:
+                self._healthy = True
+                self._hold_until = 0.0
+                self._hold_kind = ""
+                self._stats["sent"] += len(current.items)
+                self._stats["batches"] += 1
+                self._pending -= len(current.items)
+                self._in_flight -= len(current.items)
+                self._progress.notify_all()
+            logger.debug("serla: delivered %d events (key %s)", len(current.items), current.key)
+            return
+        if action in (Action.RETRY, Action.HOLD):
+            with self._lock:
+                self._healthy = False
+                self._last_error = decision.message or decision.reason
+                self._hold_until = self._clock() + decision.delay
+                self._hold_kind = "backoff" if action is Action.RETRY else "hold"
+                self._progress.notify_all()  # producers waiting for room stop waiting
+            if action is Action.HOLD and decision.reason != "rate_limited":
+                warn_limited(
+                    "hold_" + decision.reason,
+                    "serla: sending paused for %.0f s: %s (%d events waiting)",
+                    decision.delay,
+                    decision.message,
+                    self._pending,
+                )
+            else:
+                logger.debug(
+                    "serla: send failed (%s), attempt %d, next try in %.1f s",
+                    decision.message or decision.reason,
+                    current.attempts,
+                    decision.delay,
+                )
+            return
+        todo.popleft()
+        if action is Action.SPLIT:
+            half = len(current.items) // 2
+            todo.appendleft(current.derive(current.items[half:], current.seqs[half:], "1"))
+            todo.appendleft(current.derive(current.items[:half], current.seqs[:half], "0"))
+            logger.debug("serla: splitting a batch of %d (%s)", len(current.items), decision.reason)
+            return
+        if action is Action.DROP_SOME:
+            bad = set(decision.indices)
+            for i in decision.indices:
+                warn_limited(
+                    "rejected",
+                    "serla: the server rejected an event; it is dropped and the rest of its batch is resent: %s",
+                    describe_rejection(result.body, i),
+                )
+            self._resolve_lost([current.seqs[i] for i in decision.indices], decision.reason)
+            keep = [i for i in range(len(current.items)) if i not in bad]
+            todo.appendleft(
+                current.derive([current.items[i] for i in keep], [current.seqs[i] for i in keep], "r")
+            )
+            return
+        warn_limited(
+            "drop_" + decision.reason,
+            "serla: %d events dropped (%s): %s",
+            len(current.items),
+            decision.reason,
+            decision.message,
+        )
+        self._resolve_lost(current.seqs, decision.reason)
+
+    def _wait_hold(self, batch: _Batch) -> bool:
+        """Wait out a backoff or hold before sending ``batch``; False if the worker must stop now.
+
+        A ``flush()`` cuts a backoff (not a server-imposed hold) short, once per flush call. Once the
+        worker is stopping, no backoff or hold is waited out at all.
+        """
+        while True:
+            with self._lock:
+                self._wakeup.clear()
+                remaining = self._hold_until - self._clock()
+                if remaining <= 0:
+                    return True
+                if self._hold_kind == "backoff" and self._flushers and batch.flush_gen != self._flush_gen:
+                    batch.flush_gen = self._flush_gen
+                    return True
+                if self._stop:
+                    return False
+            self._wakeup.wait(remaining)
+
+    def _resolve_lost(self, seqs: list[int], reason: str) -> None:
+        with self._lock:
+            n = len(seqs)
+            self._dropped[reason] += n
+            self._pending -= n
+            self._in_flight -= n
+            lost = self._lost
+            for s in seqs:
+                if len(lost) == lost.maxlen:
+                    self._lost_evicted = max(self._lost_evicted, lost[0])
+                lost.append(s)
+            self._progress.notify_all()
+
+    def _finish(self, batch: _Batch) -> None:
+        with self._lock:
+            self._done_seq = max(self._done_seq, batch.last_seq)
+            self._in_flight = 0
+            self._progress.notify_all()
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._stats[name] += 1
+
+    # -- inline mode -----------------------------------------------------------------------------------
+
+    def _drain_inline(self, deadline: float | None, target: int) -> None:
+        """Deliver on the calling thread (no flusher can run): used during interpreter shutdown."""
+        with self._inline_lock:
+            while True:
+                with self._lock:
+                    if self._done_seq >= target or not self._buffer:
+                        return
+                    if deadline is not None and self._clock() >= deadline:
+                        return
+                    batch = self._take()
+                self._deliver_inline(batch, deadline)
+
+    def _deliver_inline(self, batch: _Batch, deadline: float | None) -> None:
+        todo = collections.deque([batch])
+        while todo:
+            current = todo[0]
+            with self._lock:
+                wait = self._hold_until - self._clock()
+                held = self._hold_kind == "hold" and wait > 0
+            if held or (deadline is not None and self._clock() + max(0.0, wait) >= deadline):
+                for b in todo:
+                    self._resolve_lost(b.seqs, "shutdown")
+                break
+            if wait > 0:
+                time.sleep(wait)
+            if self._transport is None:
+                self._transport = self._transport_factory()
+            current.attempts += 1
+            result = self._transport.post(BATCH_PATH, current.body(), {"X-Idempotency-Key": current.key})
+            self._count("requests")
+            decision = self._policy.decide(
+                result, current.attempts, len(current.items), self._rng, self._wall_clock()
+            )
+            self._apply(decision, result, todo)
+        self._finish(batch)
