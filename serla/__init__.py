@@ -3,7 +3,7 @@
 Example:
     >>> from serla import Serla
     >>> serla = Serla(api_key="sk_live_...")  # doctest: +SKIP
-    >>> serla.track(event="signup_completed", distinct_id="user_123", properties={"plan": "pro"})  # doctest: +SKIP
+    >>> serla.track(event="signup", distinct_id="user_123", properties={"plan": "pro"})  # doctest: +SKIP
 
 Importing this package has no side effects beyond a ``NullHandler`` on the ``serla`` logger: no thread,
 no atexit hook, no network, and none of ``ssl``, ``http.client`` or ``opentelemetry`` is imported.

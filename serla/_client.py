@@ -105,7 +105,9 @@ class Serla:
         self._invalid_lock = threading.Lock()
         self._shut = False
         self._disabled = cfg.disabled
-        factory = _transport_factory or (lambda: HttpTransport(cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle))
+        factory = _transport_factory or (
+            lambda: HttpTransport(cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle)
+        )
         self._transport_factory = factory
         self._worker = BatchWorker(
             factory,
@@ -162,7 +164,8 @@ class Serla:
                 distinct_id = _context.get_distinct_id()
                 if distinct_id is None:
                     return self._reject(
-                        "distinct_id is required (or set one with serla.set_distinct_id()) for event %r", event
+                        "distinct_id is required (or set one with serla.set_distinct_id()) for event %r",
+                        event,
                     )
             if not isinstance(distinct_id, str) or not distinct_id:
                 return self._reject(
@@ -170,6 +173,7 @@ class Serla:
                     distinct_id,
                     event,
                 )
+            ts: str | None
             if timestamp is None:
                 ts = self._now()
             else:
@@ -383,7 +387,7 @@ def _with_trace_context(props: dict[str, Any]) -> dict[str, Any]:
     """Add the active OpenTelemetry span's ids (hex) unless the caller set them."""
     try:
         trace = sys.modules["opentelemetry.trace"]
-        ctx = trace.get_current_span().get_span_context()  # type: ignore[attr-defined]
+        ctx = trace.get_current_span().get_span_context()
         if not ctx.is_valid:
             return props
         extra = {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}

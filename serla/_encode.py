@@ -33,6 +33,7 @@ anything else                             ``str(value)`` (``"<unprintable T>"`` 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import enum
@@ -101,10 +102,8 @@ def _coerce(value: Any) -> Any:
         return bytes(value).decode("utf-8", "replace")
     if isinstance(value, AbstractSet):
         items = list(value)
-        try:
+        with contextlib.suppress(TypeError):
             items.sort()
-        except TypeError:
-            pass
         return items
     if isinstance(value, Mapping):
         return dict(value)
@@ -262,7 +261,7 @@ def parse_iso(text: str) -> _dt.datetime | None:
     m = _ISO_RE.fullmatch(text.strip())
     if m is None:
         return None
-    y, mo, d, hh, mi, ss, frac, z, sign, oh, om = m.groups()
+    y, mo, d, hh, mi, ss, frac, _zulu, sign, oh, om = m.groups()
     try:
         micro = int((frac or "0")[:6].ljust(6, "0"))
         value = _dt.datetime(int(y), int(mo), int(d), int(hh or 0), int(mi or 0), int(ss or 0), micro)

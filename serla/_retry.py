@@ -124,7 +124,7 @@ class RetryPolicy:
             rng: Returns a float in [0, 1), e.g. ``random.random``.
         """
         exp = min(max(attempt, 1) - 1, 30)
-        delay = min(self.max_delay, self.base_delay * (2**exp))
+        delay: float = min(self.max_delay, self.base_delay * float(2**exp))
         return delay * (1.0 - self.jitter * rng())
 
     def retry_after(self, header: str | None, now: float | None = None) -> float | None:
@@ -151,7 +151,7 @@ class RetryPolicy:
                 return None
             if when is None or now is None:
                 return None
-            seconds = when.timestamp() - now
+            seconds = float(when.timestamp()) - now
         if not math.isfinite(seconds):
             return None
         return min(self.retry_after_max, max(1.0, seconds))

@@ -41,7 +41,7 @@ _TAIL: Final = b"]}"
 class _Batch:
     """Events in flight, frozen at their first send: same bytes, same key on every retry."""
 
-    __slots__ = ("attempts", "key", "last_seq", "seqs", "items", "flush_gen")
+    __slots__ = ("attempts", "flush_gen", "items", "key", "last_seq", "seqs")
 
     def __init__(self, items: list[bytes], seqs: list[int], key: str, last_seq: int) -> None:
         self.items = items
@@ -468,7 +468,7 @@ class BatchWorker:
             for i in decision.indices:
                 warn_limited(
                     "rejected",
-                    "serla: the server rejected an event; it is dropped and the rest of its batch is resent: %s",
+                    "serla: the server rejected an event; it is dropped, the rest of its batch is resent: %s",
                     describe_rejection(result.body, i),
                 )
             self._resolve_lost([current.seqs[i] for i in decision.indices], decision.reason)
