@@ -11,7 +11,15 @@ from typing import Any, Callable, Optional
 
 from serla import _context
 from serla._config import DEFAULT_HOST, Config, env_disabled
-from serla._encode import MAX_EVENT_BYTES, Timestamp, UtcNow, encode, format_timestamp, sanitize
+from serla._encode import (
+    MAX_EVENT_BYTES,
+    Timestamp,
+    UtcNow,
+    encode,
+    encode_event,
+    format_timestamp,
+    sanitize,
+)
 from serla._log import enable_debug, logger, warn_limited
 from serla._retry import RetryPolicy
 from serla._transport import HttpTransport, Transport
@@ -197,7 +205,7 @@ class Serla:
                     )
             if self._config.capture_trace_context and "opentelemetry.trace" in sys.modules:
                 props = _with_trace_context(props)
-            data = encode({"name": event, "distinctId": distinct_id, "properties": props, "timestamp": ts})
+            data = encode_event(event, distinct_id, ts, props)
             if len(data) > MAX_EVENT_BYTES:
                 return self._reject(
                     "event %r is %d bytes of JSON, over the %d-byte limit", event, len(data), MAX_EVENT_BYTES

@@ -242,6 +242,30 @@ def encode(value: Any) -> bytes:
     return _encode(sanitize(value)).encode("utf-8")
 
 
+_encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring
+
+
+def encode_event(name: str, distinct_id: str, timestamp: str, properties: Any) -> bytes:
+    """Encode one event object; the hot path of ``track()``. Never raises.
+
+    The envelope is written directly (``timestamp`` is trusted: it comes from :func:`format_timestamp`
+    or :class:`UtcNow`); only ``properties`` goes through the JSON encoder. Anything odd takes the same
+    slow path as :func:`encode`.
+    """
+    try:
+        text = '{"name":%s,"distinctId":%s,"timestamp":"%s","properties":%s}' % (
+            _encode_str(name),
+            _encode_str(distinct_id),
+            timestamp,
+            _encode(properties),
+        )
+        if "\\u0000" not in text:
+            return text.encode("utf-8")
+    except Exception:
+        pass
+    return encode({"name": name, "distinctId": distinct_id, "timestamp": timestamp, "properties": properties})
+
+
 # -- timestamps ------------------------------------------------------------------------------------------
 
 _ISO_RE: Final = re.compile(
@@ -314,18 +338,26 @@ class UtcNow:
         clock: Wall clock in seconds since the epoch (``time.time``), injectable for tests.
     """
 
-    __slots__ = ("_cache", "_clock")
+    __slots__ = ("_clock", "_ms", "_sec")
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._cache: tuple[int, str] = (-1, "")
+        self._ms: tuple[int, str] = (-1, "")  # the last millisecond and its text
+        self._sec: tuple[int, str] = (-1, "")  # the last second and its text
 
     def __call__(self) -> str:
         """Return the current time as ``"YYYY-MM-DDTHH:MM:SS.mmmZ"``."""
-        now = self._clock()
-        sec = int(now)
-        cached_sec, prefix = self._cache
-        if sec != cached_sec:
+        ms = int(self._clock() * 1000)
+        cached = self._ms
+        if cached[0] == ms:
+            return cached[1]
+        sec, frac = divmod(ms, 1000)
+        cached_sec = self._sec
+        if cached_sec[0] == sec:
+            prefix = cached_sec[1]
+        else:
             prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-            self._cache = (sec, prefix)
-        return "%s.%03dZ" % (prefix, int((now - sec) * 1000))
+            self._sec = (sec, prefix)
+        text = "%s.%03dZ" % (prefix, frac)
+        self._ms = (ms, text)
+        return text
