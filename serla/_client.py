@@ -14,11 +14,11 @@ from serla._config import DEFAULT_HOST, Config, env_disabled
 from serla._encode import (
     MAX_EVENT_BYTES,
     Timestamp,
-    UtcNow,
     encode,
     encode_event,
     format_timestamp,
     sanitize,
+    utc_now,
 )
 from serla._log import enable_debug, logger, warn_limited
 from serla._retry import RetryPolicy
@@ -108,7 +108,8 @@ class Serla:
         cfg = self._config
         if debug:
             enable_debug()
-        self._now = UtcNow(_clock) if _clock is not None else UtcNow()
+        self._now = utc_now(_clock) if _clock is not None else utc_now()
+        self._capture_trace = cfg.capture_trace_context
         self._invalid = 0
         self._invalid_lock = threading.Lock()
         self._shut = False
@@ -125,6 +126,7 @@ class Serla:
             block_on_full=cfg.block_on_full_seconds,
             policy=_policy,
         )
+        self._put = self._worker.put
         self._atexit: Callable[[], None] | None = None
         if cfg.flush_on_exit and not cfg.disabled:
             ref = weakref.ref(self)
@@ -203,7 +205,7 @@ class Serla:
                     return self._reject(
                         "properties must be a dict, got %s for event %r", type(properties).__name__, event
                     )
-            if self._config.capture_trace_context and "opentelemetry.trace" in sys.modules:
+            if self._capture_trace and "opentelemetry.trace" in sys.modules:
                 props = _with_trace_context(props)
             data = encode_event(event, distinct_id, ts, props)
             if len(data) > MAX_EVENT_BYTES:
@@ -212,7 +214,7 @@ class Serla:
                 )
             if self._disabled:
                 return True
-            return self._worker.put(data)
+            return self._put(data)
         except Exception:
             logger.warning("serla: track() failed unexpectedly; the event is dropped", exc_info=True)
             return False

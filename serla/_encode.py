@@ -331,33 +331,32 @@ def format_timestamp(value: Timestamp) -> str | None:
     return _fmt_utc(moment)
 
 
-class UtcNow:
-    """A fast "now" formatter: caches the formatted second, adds the milliseconds.
+def utc_now(clock: Callable[[], float] = time.time) -> Callable[[], str]:
+    """Return a fast "now" formatter: ``f() -> "YYYY-MM-DDTHH:MM:SS.mmmZ"``.
+
+    It caches the text of the last millisecond and of the last second, so the common case is a clock
+    read and a comparison.
 
     Args:
         clock: Wall clock in seconds since the epoch (``time.time``), injectable for tests.
     """
+    last_ms = [-1, ""]
+    last_sec = [-1, ""]
+    strftime = time.strftime
+    gmtime = time.gmtime
 
-    __slots__ = ("_clock", "_ms", "_sec")
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self._ms: tuple[int, str] = (-1, "")  # the last millisecond and its text
-        self._sec: tuple[int, str] = (-1, "")  # the last second and its text
-
-    def __call__(self) -> str:
-        """Return the current time as ``"YYYY-MM-DDTHH:MM:SS.mmmZ"``."""
-        ms = int(self._clock() * 1000)
-        cached = self._ms
-        if cached[0] == ms:
-            return cached[1]
+    def now() -> str:
+        ms = int(clock() * 1000)
+        if last_ms[0] == ms:
+            return last_ms[1]  # type: ignore[return-value]
         sec, frac = divmod(ms, 1000)
-        cached_sec = self._sec
-        if cached_sec[0] == sec:
-            prefix = cached_sec[1]
+        if last_sec[0] == sec:
+            prefix = last_sec[1]
         else:
-            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-            self._sec = (sec, prefix)
+            prefix = strftime("%Y-%m-%dT%H:%M:%S", gmtime(sec))
+            last_sec[:] = [sec, prefix]
         text = "%s.%03dZ" % (prefix, frac)
-        self._ms = (ms, text)
+        last_ms[:] = [ms, text]
         return text
+
+    return now

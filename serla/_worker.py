@@ -30,6 +30,8 @@ from serla._log import logger, warn_limited
 from serla._retry import Action, Decision, RetryPolicy, SendResult, describe_rejection
 from serla._transport import Transport
 
+_getpid: Final = os.getpid
+
 BATCH_PATH: Final = "/api/v1/events/batch"
 MAX_BATCH: Final = 100
 """The server takes at most 100 events per request."""
@@ -146,18 +148,10 @@ class BatchWorker:
 
     def put(self, data: bytes) -> bool:
         """Accept one encoded event; return False (and count it) if it is refused. Never raises."""
-        if self._pid != os.getpid():
+        if self._pid != _getpid():
             self._after_fork()
-        wake = False
         with self._lock:
-            if self._closed:
-                self._dropped["shutdown"] += 1
-                refused = "shutdown"
-            elif self._pending >= self._max and not self._wait_for_room():
-                self._dropped["queue_full"] += 1
-                refused = "queue_full"
-            else:
-                refused = ""
+            if self._pending < self._max and not self._closed:  # the common case, first
                 self._pending += 1
                 self._accepted_seq += 1
                 buf = self._buffer
@@ -166,8 +160,21 @@ class BatchWorker:
                 if n == 1:
                     self._oldest_at = self._clock()
                     wake = True
-                elif n == self._batch_size:
-                    wake = True
+                else:
+                    wake = n == self._batch_size
+                refused = ""
+            elif self._closed:
+                self._dropped["shutdown"] += 1
+                refused = "shutdown"
+            elif not self._wait_for_room():
+                self._dropped["queue_full"] += 1
+                refused = "queue_full"
+            else:
+                self._pending += 1
+                self._accepted_seq += 1
+                self._buffer.append(data)
+                wake = True
+                refused = ""
         if refused:
             if refused == "queue_full":
                 warn_limited(

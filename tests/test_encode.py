@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from serla._encode import UtcNow, encode, format_timestamp, parse_iso, sanitize
+from serla._encode import encode, format_timestamp, parse_iso, sanitize, utc_now
 
 UTC = dt.timezone.utc
 
@@ -166,7 +166,7 @@ def test_parse_iso_offsets() -> None:
 
 def test_utcnow_uses_injected_clock_and_caches_the_second() -> None:
     times = iter([1705314600.0, 1705314600.999, 1705314601.25])
-    now = UtcNow(lambda: next(times))
+    now = utc_now(lambda: next(times))
     assert now() == "2024-01-15T10:30:00.000Z"
     assert now() == "2024-01-15T10:30:00.999Z"
     assert now() == "2024-01-15T10:30:01.250Z"
