@@ -359,7 +359,7 @@ class Serla:
         box: list[Any] = []
 
         def run() -> None:
-            transport = HttpTransport(cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle)
+            transport = self._transport_factory()
             try:
                 box.append(transport.post(IDENTIFY_PATH, body, {}))
             finally:
@@ -395,6 +395,8 @@ def _as_properties(value: Any) -> dict[str, Any] | None:
 
 def _with_trace_context(props: dict[str, Any]) -> dict[str, Any]:
     """Add the active OpenTelemetry span's ids (hex) unless the caller set them."""
+    if "trace_id" in props:
+        return props
     try:
         trace = sys.modules["opentelemetry.trace"]
         ctx = trace.get_current_span().get_span_context()

@@ -297,6 +297,10 @@ def parse_iso(text: str) -> _dt.datetime | None:
     return value.replace(tzinfo=_UTC)
 
 
+_EPOCH_LIMIT: Final = 4133980800  # 2101-01-01T00:00:00Z: epoch numbers below it take the fast path
+_epoch_second: tuple[int, str] = (-1, "")  # the last formatted second, replaced whole (thread-safe)
+
+
 def format_timestamp(value: Timestamp) -> str | None:
     """Normalise a user-supplied timestamp to the server's form, or return ``None`` if it is unusable.
 
@@ -308,6 +312,16 @@ def format_timestamp(value: Timestamp) -> str | None:
         ``"YYYY-MM-DDTHH:MM:SS.mmmZ"``, or ``None`` when the value cannot be read or lies outside
         1970-2100 (years the server's database may refuse).
     """
+    global _epoch_second
+    kind = type(value)
+    if (kind is float or kind is int) and 0 <= value < _EPOCH_LIMIT:  # type: ignore[operator]
+        # Rounded to the microsecond first, like ``timedelta(seconds=value)`` on the general path.
+        sec, frac = divmod(round(value * 1_000_000) // 1000, 1000)  # type: ignore[operator,arg-type]
+        cached = _epoch_second
+        if cached[0] != sec:
+            cached = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+            _epoch_second = cached
+        return "%s.%03dZ" % (cached[1], frac)
     try:
         if isinstance(value, _dt.datetime):
             moment = value if value.tzinfo is None else value.astimezone(_UTC).replace(tzinfo=None)
@@ -340,23 +354,26 @@ def utc_now(clock: Callable[[], float] = time.time) -> Callable[[], str]:
     Args:
         clock: Wall clock in seconds since the epoch (``time.time``), injectable for tests.
     """
-    last_ms = [-1, ""]
-    last_sec = [-1, ""]
+    last_ms: tuple[int, str] = (-1, "")  # replaced whole, never mutated: safe to read from any thread
+    last_sec: tuple[int, str] = (-1, "")
     strftime = time.strftime
     gmtime = time.gmtime
 
     def now() -> str:
+        nonlocal last_ms, last_sec
         ms = int(clock() * 1000)
-        if last_ms[0] == ms:
-            return last_ms[1]  # type: ignore[return-value]
+        cached = last_ms
+        if cached[0] == ms:
+            return cached[1]
         sec, frac = divmod(ms, 1000)
-        if last_sec[0] == sec:
-            prefix = last_sec[1]
+        sec_cached = last_sec
+        if sec_cached[0] == sec:
+            prefix = sec_cached[1]
         else:
             prefix = strftime("%Y-%m-%dT%H:%M:%S", gmtime(sec))
-            last_sec[:] = [sec, prefix]
+            last_sec = (sec, prefix)
         text = "%s.%03dZ" % (prefix, frac)
-        last_ms[:] = [ms, text]
+        last_ms = (ms, text)
         return text
 
     return now

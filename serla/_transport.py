@@ -62,7 +62,13 @@ def suppress_instrumentation() -> Iterator[None]:
     if context is None or key is None:
         yield
         return
-    token = context.attach(context.set_value(key, True))
+    ctx = context.set_value(key, True)
+    # Older contrib instrumentations read a plain string key, and the HTTP-client ones their own key.
+    ctx = context.set_value("suppress_instrumentation", True, ctx)
+    http_key = getattr(context, "_SUPPRESS_HTTP_INSTRUMENTATION_KEY", None)
+    if http_key is not None:
+        ctx = context.set_value(http_key, True, ctx)
+    token = context.attach(ctx)
     try:
         yield
     finally:

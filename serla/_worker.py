@@ -355,6 +355,9 @@ class BatchWorker:
         while True:
             batch = self._next_batch()
             if batch is None:
+                transport = self._transport
+                if transport is not None:  # the thread is done with it: don't leave the socket to the GC
+                    transport.close()
                 return
             try:
                 self._deliver(batch)

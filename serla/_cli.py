@@ -1,0 +1,431 @@
+"""The ``serla`` command: send an event or identify a person from a shell script or cron job.
+
+::
+
+    serla track EVENT --distinct-id ID [--prop KEY=VALUE ...] [--json-props JSON] [--timestamp ISO]
+    serla identify ID [--prop KEY=VALUE ...] [--json-props JSON]
+    serla dev [--port 8787] [--host 127.0.0.1] [--db FILE]
+    python -m serla ...                       # the same
+
+``track`` and ``identify`` read ``SERLA_API_KEY`` and ``SERLA_HOST`` (``--api-key`` and ``--host`` win),
+wait for the server's answer (at most ``--timeout`` seconds) and exit with:
+
+* ``0``: delivered (or ``SERLA_DISABLED`` is set, and nothing was sent);
+* ``1``: not delivered: one line on stderr says why (refused key, unreachable host, timeout...);
+* ``2``: a usage or configuration mistake (no API key, a bad ``--prop``, an unreadable timestamp).
+
+``--prop`` values are read as JSON when they are a JSON number, ``true``, ``false``, ``null`` or a
+double-quoted string, and as plain strings otherwise: ``n=3`` sends the number 3, ``ok=true`` the boolean,
+``zip=02134`` and ``name=Ada`` strings, ``id='"42"'`` the string ``"42"``. ``--json-props`` takes a JSON
+object (for lists and nested values); ``--prop`` keys override its keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
+from typing import Any, Callable, Final, Optional, TextIO
+
+from serla._version import __version__
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+
+DEFAULT_TIMEOUT: Final = 10.0
+DEFAULT_DEV_PORT: Final = 8787
+
+
+class UsageError(Exception):
+    """A mistake in the command line or the environment (exit status 2)."""
+
+
+# -- argument parsing ------------------------------------------------------------------------------------
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, not {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``serla`` argument parser.
+
+    Returns:
+        The parser, with the ``track``, ``identify``, ``dev`` and ``demo`` subcommands.
+    """
+    parser = argparse.ArgumentParser(
+        prog="serla",
+        description="Send Serla analytics events from the command line, or run a local Serla server.",
+        epilog="Exit status: 0 delivered, 1 not delivered, 2 usage or configuration error.",
+    )
+    parser.add_argument("--version", action="version", version=f"serla-py {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    conn = argparse.ArgumentParser(add_help=False)
+    group = conn.add_argument_group("connection")
+    group.add_argument("--api-key", help="the project's API key (default: $SERLA_API_KEY)")
+    group.add_argument(
+        "--host", help="base URL of the Serla server (default: $SERLA_HOST or https://serla.dev)"
+    )
+    group.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds to wait for delivery, retries included (default: {DEFAULT_TIMEOUT:g})",
+    )
+    group.add_argument("--debug", action="store_true", help="log what the SDK does to stderr")
+
+    props = argparse.ArgumentParser(add_help=False)
+    pgroup = props.add_argument_group("properties")
+    pgroup.add_argument(
+        "--prop",
+        "-p",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a property; repeatable. VALUE is read as JSON if it is a number, true, false, null or a "
+        "quoted string, else taken as text (n=3 -> 3, ok=true -> true, name=Ada -> 'Ada')",
+    )
+    pgroup.add_argument("--json-props", metavar="JSON", help="properties as a JSON object; --prop keys win")
+
+    track = sub.add_parser(
+        "track",
+        parents=[conn, props],
+        help="send one event",
+        description="Send one event and wait for delivery.",
+    )
+    track.add_argument("event", metavar="EVENT", help="the event name, e.g. cron_finished")
+    track.add_argument("--distinct-id", "-d", required=True, metavar="ID", help="who or what did it")
+    track.add_argument(
+        "--timestamp",
+        metavar="ISO",
+        help="when it happened, ISO-8601 (an offset is converted to UTC; no offset means UTC). Default: now",
+    )
+
+    identify = sub.add_parser(
+        "identify",
+        parents=[conn, props],
+        help="set properties on a person",
+        description="Set properties on a person (merged into the ones the server has).",
+    )
+    identify.add_argument("distinct_id", metavar="ID", help="the person's distinct ID")
+
+    dev = sub.add_parser(
+        "dev",
+        help="run a local Serla server for development",
+        description="Run a local Serla server in the foreground until Ctrl-C. Point your app at it with "
+        "SERLA_HOST=http://127.0.0.1:8787 (any API key is accepted).",
+    )
+    dev.add_argument("--port", type=_port, default=DEFAULT_DEV_PORT, help=f"default: {DEFAULT_DEV_PORT}")
+    dev.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    dev.add_argument("--db", metavar="FILE", help="keep events in this SQLite file")
+
+    sub.add_parser("demo", help="send demo data to a Serla server", add_help=False)
+    return parser
+
+
+# -- properties ----------------------------------------------------------------------------------------
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(token)
+
+
+def parse_value(text: str) -> Any:
+    """Read a ``--prop`` value: a JSON scalar or quoted string when it is one, else the text itself.
+
+    Args:
+        text: What follows ``=``.
+
+    Returns:
+        An ``int``/``float`` for a JSON number, ``True``/``False``/``None`` for ``true``/``false``/``null``,
+        the unquoted string for a JSON string, and ``text`` unchanged for anything else (including JSON
+        lists and objects, ``NaN``, numbers with leading zeros and values with surrounding spaces).
+    """
+    if not text or text != text.strip() or text[0] in "[{":
+        return text
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except ValueError:
+        return text
+    if isinstance(value, float) and not math.isfinite(value):  # 1e999
+        return text
+    return value
+
+
+def parse_props(props: Sequence[str], json_props: Optional[str]) -> dict[str, Any]:
+    """Combine ``--json-props`` and ``--prop KEY=VALUE`` options into one dict.
+
+    Args:
+        props: The ``--prop`` values, in order (a later key wins).
+        json_props: The ``--json-props`` text, or ``None``.
+
+    Returns:
+        The properties.
+
+    Raises:
+        UsageError: For a ``--prop`` without ``=`` or with an empty key, or ``--json-props`` that is not a
+            JSON object.
+    """
+    out: dict[str, Any] = {}
+    if json_props is not None:
+        try:
+            parsed = json.loads(json_props, parse_constant=_reject_constant)
+        except ValueError as exc:
+            raise UsageError(f"--json-props is not valid JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise UsageError(f"--json-props must be a JSON object, not {type(parsed).__name__}")
+        out.update(parsed)
+    for item in props:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--prop needs KEY=VALUE, got {item!r}")
+        out[key] = parse_value(value)
+    return out
+
+
+# -- track / identify ------------------------------------------------------------------------------------
+
+
+class _Collector(logging.Handler):
+    """Keeps the SDK's WARNING messages, to say why something failed in one line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.messages.append(record.getMessage())
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _collect_warnings() -> Iterator[_Collector]:
+    collector = _Collector()
+    log = logging.getLogger("serla")
+    log.addHandler(collector)
+    try:
+        yield collector
+    finally:
+        log.removeHandler(collector)
+
+
+def _make_client(args: argparse.Namespace) -> Any:
+    from serla._client import Serla
+    from serla._config import DEFAULT_HOST
+
+    api_key = args.api_key or os.environ.get("SERLA_API_KEY", "")
+    host = args.host or os.environ.get("SERLA_HOST") or DEFAULT_HOST
+    if not api_key:
+        raise UsageError("no API key: set SERLA_API_KEY or pass --api-key")
+    try:
+        return Serla(
+            api_key,
+            host=host,
+            debug=args.debug,
+            flush_on_exit=False,
+            timeout=args.timeout,
+            shutdown_timeout=args.timeout,
+            batch_size=1,
+        )
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _last(messages: list[str]) -> str:
+    """The last SDK warning, without the prefixes that repeat what the CLI's own message says."""
+    if not messages:
+        return ""
+    text = messages[-1]
+    for prefix in ("serla: ", "call dropped: ", "identify: ", "identify() failed: "):
+        text = text.removeprefix(prefix)
+    return text
+
+
+def _cmd_track(args: argparse.Namespace, err: TextIO) -> int:
+    from serla._encode import format_timestamp
+
+    properties = parse_props(args.prop, args.json_props)
+    if args.timestamp is not None and format_timestamp(args.timestamp) is None:
+        raise UsageError(f"--timestamp {args.timestamp!r} is not an ISO-8601 date and time (1970-2100)")
+    client = _make_client(args)
+    with _collect_warnings() as warnings:
+        try:
+            if not client.track(args.event, args.distinct_id, properties, timestamp=args.timestamp):
+                raise UsageError(_last(warnings.messages) or "the event was refused")
+            delivered = client.shutdown(timeout=args.timeout)
+        finally:
+            client.shutdown(timeout=0)
+        if delivered:
+            return EXIT_OK
+        stats = client.stats()
+        reason = stats.get("last_error") or _last(warnings.messages) or "no answer"
+    err.write(
+        f"serla: event {args.event!r} was not delivered to {client.host} "
+        f"within {args.timeout:g} s: {reason}\n"
+    )
+    return EXIT_FAILED
+
+
+def _cmd_identify(args: argparse.Namespace, err: TextIO) -> int:
+    properties = parse_props(args.prop, args.json_props)
+    client = _make_client(args)
+    with _collect_warnings() as warnings:
+        try:
+            ok = client.identify(args.distinct_id, properties)
+        finally:
+            client.shutdown(timeout=0)
+    if ok:
+        return EXIT_OK
+    reason = _last(warnings.messages) or "no answer"
+    if warnings.messages and "call dropped" in warnings.messages[-1]:
+        raise UsageError(reason)
+    err.write(f"serla: identify {args.distinct_id!r} failed at {client.host}: {reason}\n")
+    return EXIT_FAILED
+
+
+# -- dev / demo ------------------------------------------------------------------------------------------
+
+
+def _optional_main(module: str) -> Optional[Callable[[list[str]], Any]]:
+    """The ``main`` of an optional module of this package, or ``None`` when the module doesn't exist."""
+    if importlib.util.find_spec(module) is None:
+        return None
+    entry: Callable[[list[str]], Any] = importlib.import_module(module).main
+    return entry
+
+
+def serve_foreground(
+    host: str,
+    port: int,
+    *,
+    db: Optional[str] = None,
+    out: TextIO = sys.stdout,
+    stop: Optional[threading.Event] = None,
+) -> int:
+    """Run :class:`serla._server.SerlaServer` until Ctrl-C, SIGTERM or ``stop`` is set.
+
+    The fallback of ``serla dev`` when the full dev server (``serla._dev``: storage and a web page) is not
+    installed. Events are kept in memory.
+
+    Args:
+        host: Interface to listen on.
+        port: TCP port (``0`` picks a free one; the URL printed says which).
+        db: Ignored here (noted on ``out``): only the full dev server stores events in a file.
+        out: Where the URL and one line per request go.
+        stop: An event that stops the server when set (for tests); Ctrl-C and SIGTERM also stop it.
+
+    Returns:
+        The exit status (0).
+    """
+    from serla._server import SerlaServer
+
+    stop = stop or threading.Event()
+
+    def log(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
+    server = SerlaServer(host, port, log=log)
+    try:
+        server.start()
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc}") from None
+    in_main = threading.current_thread() is threading.main_thread()
+    previous: Any = None
+    if in_main:
+
+        def on_term(signum: int, frame: Optional[FrameType]) -> None:
+            stop.set()
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        # Ctrl-C may come as soon as the URL is printed: the whole block handles it.
+        with contextlib.suppress(KeyboardInterrupt):
+            log(f"Serla local server listening on {server.url} (Ctrl-C to stop)")
+            log(f"  export SERLA_HOST={server.url} SERLA_API_KEY=sk_live_dev   # any key is accepted")
+            if db is not None:
+                log(f"  (--db {db} is ignored: this server keeps events in memory)")
+            stop.wait()
+        log(f"stopped; {len(server.events)} events received")
+    finally:
+        server.stop()
+        if in_main:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    return EXIT_OK
+
+
+# -- entry point -----------------------------------------------------------------------------------------
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``serla`` command.
+
+    Args:
+        argv: The arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 delivered, 1 not delivered, 2 usage or configuration error.
+    """
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    out, err = sys.stdout, sys.stderr
+    if args_list and args_list[0] == "demo":
+        entry = _optional_main("serla._demo")
+        if entry is None:
+            err.write("serla: the demo is not available in this version\n")
+            return EXIT_USAGE
+        return int(entry(args_list[1:]) or 0)
+    if args_list and args_list[0] == "dev":  # the full dev server parses its own options
+        entry = _optional_main("serla._dev")
+        if entry is not None:
+            return int(entry(args_list[1:]) or 0)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:  # --help, --version, usage errors: argparse already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        if args.command == "track":
+            return _cmd_track(args, err)
+        if args.command == "identify":
+            return _cmd_identify(args, err)
+        if args.command == "dev":
+            return serve_foreground(args.host, args.port, db=args.db, out=out)
+    except UsageError as exc:
+        err.write(f"serla {args.command}: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err.write("serla: interrupted\n")
+        return 130
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it first
+    return EXIT_USAGE  # pragma: no cover

@@ -1,0 +1,468 @@
+"""Turning OpenTelemetry spans, span events and log records into Serla events (the mapping in docs/otel.md).
+
+One :class:`SpanTranslator` or :class:`LogTranslator` sits behind each processor and exporter. The hot path
+is :meth:`SpanTranslator.on_span`, called once per ended span: a span with no events (and not opted in as a
+whole) costs a few attribute reads and returns. Everything that reaches ``Serla.track()`` is then encoded
+once, on the calling thread, like any other ``track()``.
+
+Thread invariant: every method may be called from any thread at once. Mutable state is limited to the drop
+counters (under ``_lock``) and two one-entry caches (the last resource's ``service.name``, the last client's
+``max_queue_size``), each a tuple replaced in one assignment, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Collection, Mapping
+from typing import Any, Callable, Final, Optional, Union
+
+from serla import _registry
+from serla._client import Serla
+from serla._context import get_distinct_id
+from serla._log import warn_limited
+
+# Attribute keys tried, in this order, for a distinct_id (after the configurable key).
+DEFAULT_DISTINCT_ID_KEYS: Final = ("enduser.id", "user.id")
+# The log-record attributes that name an event when ``event_name`` is unset (older instrumentations).
+EVENT_NAME_ATTRIBUTES: Final = ("event.name", "otel.event.name")
+# A span event carrying this attribute was made by SerlaInstrumentor from a track(): never re-tracked.
+TRACKED_MARKER: Final = "serla.tracked"
+EXCEPTION_EVENT: Final = "$exception"
+
+ENV_DISTINCT_ID_KEY: Final = "SERLA_OTEL_DISTINCT_ID_KEY"
+ENV_FALLBACK_DISTINCT_ID: Final = "SERLA_OTEL_FALLBACK_DISTINCT_ID"
+ENV_SPANS: Final = "SERLA_OTEL_SPANS"
+
+AttributeFilter = Union[bool, Collection[str], Callable[[str], bool]]
+"""``True`` keeps every span attribute, ``False`` none, a collection keeps those keys, a callable decides."""
+
+SpanSelector = Union[None, bool, Collection[str], Callable[[Any], bool]]
+"""Which whole spans become events: ``None``/``False`` none, ``True`` all, span names, or a predicate."""
+
+_STATUS_NAMES: Final = {0: "unset", 1: "ok", 2: "error"}
+
+
+class _Guard(threading.local):
+    """Per-thread flag: set while a translator calls ``track()``, so the instrumentor adds no span event."""
+
+    busy = False
+
+
+GUARD: Final = _Guard()
+
+
+def _as_dict(attributes: Any) -> dict[str, Any]:
+    """A plain dict copy of an OTel attribute mapping (``BoundedAttributes``, mappingproxy, dict or None)."""
+    if not attributes:
+        return {}
+    copy = getattr(attributes, "copy", None)  # BoundedAttributes.copy() and mappingproxy.copy() give a dict
+    if copy is not None:
+        copied = copy()
+        if type(copied) is dict:
+            return copied
+    return dict(attributes)
+
+
+def _from_ns(ns: int | None) -> float | None:
+    """OTel's epoch nanoseconds as epoch seconds (``track()`` formats those fastest); None: now."""
+    if not ns:
+        return None
+    return ns / 1e9
+
+
+def _id_from(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = attributes.get(key)
+        if value is None or value == "":
+            continue
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+class _Base:
+    """What span and log translation share: the client, the distinct_id rule and the drop counters.
+
+    Args:
+        client: The client to track with. ``None`` looks one up on every use: the client registered with
+            :func:`serla.set_default_client`, else one made from ``SERLA_API_KEY`` / ``SERLA_HOST``.
+        distinct_id_key: An attribute key tried before ``enduser.id`` and ``user.id``. ``None`` reads
+            ``SERLA_OTEL_DISTINCT_ID_KEY``.
+        fallback_distinct_id: Used when no attribute and no :func:`serla.set_distinct_id` context names
+            the user. ``None`` reads ``SERLA_OTEL_FALLBACK_DISTINCT_ID``; if that is unset too, such
+            events are dropped and counted as ``no_distinct_id``.
+        wait_for_room: Whether ``track()`` may wait for room in a full queue (``block_on_full_seconds``).
+            Processors run on the application's thread and never wait; exporters run on a batch thread.
+    """
+
+    def __init__(
+        self,
+        client: Optional[Serla],
+        *,
+        distinct_id_key: Optional[str],
+        fallback_distinct_id: Optional[str],
+        wait_for_room: bool,
+    ) -> None:
+        if client is not None and not callable(getattr(client, "track", None)):
+            raise TypeError(f"serla.otel: client must be a serla.Serla or None, not {type(client).__name__}")
+        if distinct_id_key is None:
+            distinct_id_key = _env(ENV_DISTINCT_ID_KEY)
+        if fallback_distinct_id is None:
+            fallback_distinct_id = _env(ENV_FALLBACK_DISTINCT_ID)
+        if distinct_id_key is not None and (not isinstance(distinct_id_key, str) or not distinct_id_key):
+            raise ValueError(
+                f"serla.otel: distinct_id_key must be a non-empty string, not {distinct_id_key!r}"
+            )
+        if fallback_distinct_id is not None and (
+            not isinstance(fallback_distinct_id, str) or not fallback_distinct_id
+        ):
+            raise ValueError(
+                f"serla.otel: fallback_distinct_id must be a non-empty string, not {fallback_distinct_id!r}"
+            )
+        self._client = client
+        self._keys: tuple[str, ...] = (
+            (distinct_id_key, *DEFAULT_DISTINCT_ID_KEYS)
+            if distinct_id_key and distinct_id_key not in DEFAULT_DISTINCT_ID_KEYS
+            else DEFAULT_DISTINCT_ID_KEYS
+        )
+        self._fallback = fallback_distinct_id
+        self._wait_for_room = wait_for_room
+        self._lock = threading.Lock()
+        self._dropped: dict[str, int] = {}
+        self._service: tuple[Any, Any] = (None, None)  # (resource, its service.name)
+        self._limit: tuple[Any, int] = (None, 0)  # (client, its max_queue_size)
+
+    @property
+    def distinct_id_keys(self) -> tuple[str, ...]:
+        """The attribute keys tried for a distinct_id, in order."""
+        return self._keys
+
+    def client(self) -> Serla | None:
+        """The client events go to: the one given, else the registered default (created on first use)."""
+        client = self._client
+        if client is None:
+            client = _registry._default  # a plain read: the lock is only needed to create one
+            if client is None:
+                client = _registry.get_default_client(create=True)
+        return client
+
+    def flush(self, timeout: float | None, *, at_shutdown: bool = False) -> bool:
+        """Flush the client (see ``Serla.flush``); True when there is no client to flush.
+
+        Args:
+            timeout: Seconds to wait at most; ``None`` without bound.
+            at_shutdown: Also cap the wait at the client's ``shutdown_timeout``.
+        """
+        client = self._client if self._client is not None else _registry.get_default_client(create=False)
+        if client is None:
+            return True
+        if at_shutdown:
+            cap = client.config.shutdown_timeout
+            timeout = cap if timeout is None else min(timeout, cap)
+        return client.flush(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """Events this translator dropped before they reached the client: ``{"dropped": {reason: n}}``.
+
+        Reasons: ``no_distinct_id``, ``no_client`` (no client given, registered or configurable from the
+        environment), ``queue_full`` (a processor found the client's queue full and would not wait),
+        ``rejected`` (the client refused the event; see its own ``stats()``), ``error``.
+        """
+        with self._lock:
+            return {"dropped": dict(self._dropped)}
+
+    def _drop(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self._dropped[reason] = self._dropped.get(reason, 0) + n
+        if reason == "no_distinct_id":
+            warn_limited(
+                "otel_no_distinct_id",
+                "serla: OpenTelemetry event dropped: no distinct_id (set the %s attribute, "
+                "serla.set_distinct_id() or fallback_distinct_id)",
+                " / ".join(self._keys),
+            )
+        elif reason == "no_client":
+            warn_limited(
+                "otel_no_client",
+                "serla: OpenTelemetry events dropped: no client (pass one, call serla.set_default_client() "
+                "or set SERLA_API_KEY)",
+            )
+        elif reason == "queue_full":
+            warn_limited("otel_queue_full", "serla: OpenTelemetry event dropped: the client's queue is full")
+
+    def _service_name(self, resource: Any) -> Any:
+        cached = self._service
+        if cached[0] is resource:
+            return cached[1]
+        name = None
+        with contextlib.suppress(Exception):
+            name = resource.attributes.get("service.name")
+        self._service = (resource, name)
+        return name
+
+    def _room(self, client: Serla) -> bool:
+        """False when the queue is full and waiting is not allowed (a racy but cheap pre-check)."""
+        if self._wait_for_room:
+            return True
+        limit = self._limit
+        if limit[0] is not client:
+            limit = self._limit = (client, client.config.max_queue_size)
+        return client.pending_count() < limit[1]
+
+    def _distinct_id(self, *attribute_maps: Mapping[str, Any]) -> str | None:
+        keys = self._keys
+        for attributes in attribute_maps:
+            if attributes:
+                found = _id_from(attributes, keys)
+                if found is not None:
+                    return found
+        return get_distinct_id() or self._fallback
+
+
+class SpanTranslator(_Base):
+    """Translates ended spans: each span event becomes an event; whole spans only when opted in.
+
+    Args:
+        client: See :class:`_Base`.
+        distinct_id_key: See :class:`_Base`.
+        fallback_distinct_id: See :class:`_Base`.
+        wait_for_room: See :class:`_Base`.
+        span_attributes: Which span attributes are copied into every event's properties
+            (see :data:`AttributeFilter`).
+        span_events: Whether span events become events.
+        spans: Which whole spans become events (see :data:`SpanSelector`). ``None`` reads
+            ``SERLA_OTEL_SPANS`` (comma-separated span names, or ``*`` for all).
+    """
+
+    def __init__(
+        self,
+        client: Optional[Serla],
+        *,
+        distinct_id_key: Optional[str] = None,
+        fallback_distinct_id: Optional[str] = None,
+        wait_for_room: bool = False,
+        span_attributes: AttributeFilter = True,
+        span_events: bool = True,
+        spans: SpanSelector = None,
+    ) -> None:
+        super().__init__(
+            client,
+            distinct_id_key=distinct_id_key,
+            fallback_distinct_id=fallback_distinct_id,
+            wait_for_room=wait_for_room,
+        )
+        self._attr_all = span_attributes is True
+        self._attr_none = span_attributes is False
+        self._attr_keep: Callable[[str], bool] | None = None
+        if not (self._attr_all or self._attr_none):
+            if callable(span_attributes):
+                self._attr_keep = span_attributes
+            elif isinstance(span_attributes, Collection) and not isinstance(span_attributes, (str, bytes)):
+                keep = frozenset(span_attributes)
+                if not all(isinstance(k, str) for k in keep):
+                    raise TypeError("serla.otel: span_attributes must hold attribute keys (str)")
+                self._attr_keep = keep.__contains__
+            else:
+                raise TypeError(
+                    "serla.otel: span_attributes must be True, False, a collection of keys or a callable"
+                )
+        if not isinstance(span_events, bool):
+            raise TypeError("serla.otel: span_events must be a bool")
+        self._span_events = span_events
+        if spans is None:
+            env = _env(ENV_SPANS)
+            if env is not None:
+                names = [n.strip() for n in env.split(",") if n.strip()]
+                spans = True if "*" in names else frozenset(names)
+        self._all_spans = spans is True
+        self._span_pick: Callable[[Any], bool] | None = None
+        if spans is None or spans is False or spans is True:
+            pass
+        elif callable(spans):
+            self._span_pick = spans
+        elif isinstance(spans, Collection) and not isinstance(spans, (str, bytes)):
+            names_set = frozenset(spans)
+            if not all(isinstance(n, str) for n in names_set):
+                raise TypeError("serla.otel: spans must hold span names (str)")
+            self._span_pick = lambda span: span.name in names_set
+        else:
+            raise TypeError(
+                "serla.otel: spans must be None, a bool, a collection of span names or a callable"
+            )
+        self._idle = not self._span_events and not self._all_spans and self._span_pick is None
+
+    def on_span(self, span: Any) -> None:
+        """Track the events of one ended span (the hot path). Called by the processor and the exporter."""
+        if self._idle:
+            return
+        ctx = span.context
+        if ctx is None or not ctx.trace_flags.sampled:
+            return
+        events = span.events if self._span_events else ()
+        whole = self._all_spans or (self._span_pick is not None and self._span_pick(span))
+        if not events and not whole:
+            return
+        client = self.client()
+        if client is None:
+            self._drop("no_client", len(events) + whole)
+            return
+        span_attrs = _as_dict(span.attributes)
+        base = self._span_properties(span_attrs)
+        fixed = {
+            "trace_id": "%032x" % ctx.trace_id,
+            "span_id": "%016x" % ctx.span_id,
+            "span_name": span.name,
+        }
+        service = self._service_name(span.resource)
+        if service is not None:
+            fixed["service.name"] = service
+        keys = self._keys
+        track = client.track
+        room = self._room
+        GUARD.busy = True
+        try:
+            for event in events:
+                ev_attrs = event.attributes
+                if ev_attrs:
+                    ev_props = _as_dict(ev_attrs)
+                    if TRACKED_MARKER in ev_props:
+                        continue
+                    distinct_id = _id_from(ev_props, keys) or _id_from(span_attrs, keys)
+                else:
+                    ev_props = {}
+                    distinct_id = _id_from(span_attrs, keys)
+                if distinct_id is None:
+                    distinct_id = get_distinct_id() or self._fallback
+                    if distinct_id is None:
+                        self._drop("no_distinct_id")
+                        continue
+                if not room(client):
+                    self._drop("queue_full")
+                    continue
+                name = event.name
+                if name == "exception":
+                    name = EXCEPTION_EVENT
+                if not track(name, distinct_id, {**base, **ev_props, **fixed}, _from_ns(event.timestamp)):
+                    self._drop("rejected")
+            if whole:
+                self._track_span(client, span, span_attrs, base, fixed)
+        finally:
+            GUARD.busy = False
+
+    def _span_properties(self, span_attrs: dict[str, Any]) -> dict[str, Any]:
+        if self._attr_none or not span_attrs:
+            return {}
+        keep = self._attr_keep
+        if keep is None:
+            return span_attrs
+        return {k: v for k, v in span_attrs.items() if keep(k)}
+
+    def _track_span(
+        self, client: Serla, span: Any, attributes: Any, base: dict[str, Any], fixed: dict[str, Any]
+    ) -> None:
+        distinct_id = self._distinct_id(attributes)
+        if distinct_id is None:
+            self._drop("no_distinct_id")
+            return
+        if not self._room(client):
+            self._drop("queue_full")
+            return
+        props = {**base, **fixed}
+        start, end = span.start_time, span.end_time
+        if start is not None and end is not None:
+            props["duration_ms"] = (end - start) / 1e6
+        with contextlib.suppress(Exception):
+            props["status"] = _STATUS_NAMES.get(span.status.status_code.value, "unset")
+        if not client.track(span.name, distinct_id, props, _from_ns(start)):
+            self._drop("rejected")
+
+
+class LogTranslator(_Base):
+    """Translates log records that carry an event name; ordinary log lines are ignored.
+
+    Args:
+        client: See :class:`_Base`.
+        distinct_id_key: See :class:`_Base`.
+        fallback_distinct_id: See :class:`_Base`.
+        wait_for_room: See :class:`_Base`.
+    """
+
+    def __init__(
+        self,
+        client: Optional[Serla],
+        *,
+        distinct_id_key: Optional[str] = None,
+        fallback_distinct_id: Optional[str] = None,
+        wait_for_room: bool = False,
+    ) -> None:
+        super().__init__(
+            client,
+            distinct_id_key=distinct_id_key,
+            fallback_distinct_id=fallback_distinct_id,
+            wait_for_room=wait_for_room,
+        )
+
+    def on_record(self, item: Any) -> None:
+        """Track one log record if it is an event.
+
+        ``item`` is what the installed SDK hands over: a ``ReadWriteLogRecord`` or ``ReadableLogRecord``
+        (1.39+), a ``LogData`` (older), or a bare ``LogRecord``; each has (or is) a ``log_record``.
+        """
+        record = getattr(item, "log_record", item)
+        attributes = record.attributes
+        name = getattr(record, "event_name", None)
+        name_key = None
+        if not name and attributes:
+            for key in EVENT_NAME_ATTRIBUTES:
+                value = attributes.get(key)
+                if isinstance(value, str) and value:
+                    name, name_key = value, key
+                    break
+        if not name or not isinstance(name, str):
+            return
+        client = self.client()
+        if client is None:
+            self._drop("no_client")
+            return
+        props = _as_dict(attributes)
+        if name_key is not None:
+            props.pop(name_key, None)
+        body = record.body
+        if isinstance(body, Mapping):
+            props = {**{str(k): v for k, v in body.items()}, **props}
+        elif body is not None:
+            props.setdefault("body", body)
+        distinct_id = self._distinct_id(props)
+        if distinct_id is None:
+            self._drop("no_distinct_id")
+            return
+        if not self._room(client):
+            self._drop("queue_full")
+            return
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id:
+            props["trace_id"] = "%032x" % trace_id
+            span_id = getattr(record, "span_id", None)
+            if span_id:
+                props["span_id"] = "%016x" % span_id
+        resource = getattr(item, "resource", None) or getattr(record, "resource", None)
+        if resource is not None:
+            service = self._service_name(resource)
+            if service is not None:
+                props["service.name"] = service
+        ns = record.timestamp or getattr(record, "observed_timestamp", None)
+        GUARD.busy = True
+        try:
+            if not client.track(name, distinct_id, props, _from_ns(ns)):
+                self._drop("rejected")
+        finally:
+            GUARD.busy = False
