@@ -4,7 +4,8 @@
 
     serla track EVENT --distinct-id ID [--prop KEY=VALUE ...] [--json-props JSON] [--timestamp ISO]
     serla identify ID [--prop KEY=VALUE ...] [--json-props JSON]
-    serla dev [--port 8787] [--host 127.0.0.1] [--db FILE]
+    serla dev [--port 8787] [--db serla-dev.db] ...   # a local server with a live page (serla dev --help)
+    serla demo                                # start a local server, send demo events, open the page
     python -m serla ...                       # the same
 
 ``track`` and ``identify`` read ``SERLA_API_KEY`` and ``SERLA_HOST`` (``--api-key`` and ``--host`` win),
@@ -30,12 +31,9 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
-import threading
 from collections.abc import Iterator, Sequence
-from types import FrameType
-from typing import Any, Callable, Final, Optional, TextIO
+from typing import Any, Final, Optional, TextIO
 
 from serla._version import __version__
 
@@ -44,7 +42,6 @@ EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 
 DEFAULT_TIMEOUT: Final = 10.0
-DEFAULT_DEV_PORT: Final = 8787
 
 
 class UsageError(Exception):
@@ -61,16 +58,6 @@ def _positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, not {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {value}")
     return value
 
 
@@ -138,17 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     identify.add_argument("distinct_id", metavar="ID", help="the person's distinct ID")
 
-    dev = sub.add_parser(
-        "dev",
-        help="run a local Serla server for development",
-        description="Run a local Serla server in the foreground until Ctrl-C. Point your app at it with "
-        "SERLA_HOST=http://127.0.0.1:8787 (any API key is accepted).",
-    )
-    dev.add_argument("--port", type=_port, default=DEFAULT_DEV_PORT, help=f"default: {DEFAULT_DEV_PORT}")
-    dev.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
-    dev.add_argument("--db", metavar="FILE", help="keep events in this SQLite file")
-
-    sub.add_parser("demo", help="send demo data to a Serla server", add_help=False)
+    # ``dev`` and ``demo`` parse their own options (``serla dev --help``); listed here for ``serla --help``.
+    sub.add_parser("dev", help="run a local Serla server with a live page of events", add_help=False)
+    sub.add_parser("demo", help="start a local server, send demo events and show them", add_help=False)
     return parser
 
 
@@ -314,77 +293,6 @@ def _cmd_identify(args: argparse.Namespace, err: TextIO) -> int:
     return EXIT_FAILED
 
 
-# -- dev / demo ------------------------------------------------------------------------------------------
-
-
-def _optional_main(module: str) -> Optional[Callable[[list[str]], Any]]:
-    """The ``main`` of an optional module of this package, or ``None`` when the module doesn't exist."""
-    if importlib.util.find_spec(module) is None:
-        return None
-    entry: Callable[[list[str]], Any] = importlib.import_module(module).main
-    return entry
-
-
-def serve_foreground(
-    host: str,
-    port: int,
-    *,
-    db: Optional[str] = None,
-    out: TextIO = sys.stdout,
-    stop: Optional[threading.Event] = None,
-) -> int:
-    """Run :class:`serla._server.SerlaServer` until Ctrl-C, SIGTERM or ``stop`` is set.
-
-    The fallback of ``serla dev`` when the full dev server (``serla._dev``: storage and a web page) is not
-    installed. Events are kept in memory.
-
-    Args:
-        host: Interface to listen on.
-        port: TCP port (``0`` picks a free one; the URL printed says which).
-        db: Ignored here (noted on ``out``): only the full dev server stores events in a file.
-        out: Where the URL and one line per request go.
-        stop: An event that stops the server when set (for tests); Ctrl-C and SIGTERM also stop it.
-
-    Returns:
-        The exit status (0).
-    """
-    from serla._server import SerlaServer
-
-    stop = stop or threading.Event()
-
-    def log(line: str) -> None:
-        out.write(line + "\n")
-        out.flush()
-
-    server = SerlaServer(host, port, log=log)
-    try:
-        server.start()
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc}") from None
-    in_main = threading.current_thread() is threading.main_thread()
-    previous: Any = None
-    if in_main:
-
-        def on_term(signum: int, frame: Optional[FrameType]) -> None:
-            stop.set()
-
-        previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        # Ctrl-C may come as soon as the URL is printed: the whole block handles it.
-        with contextlib.suppress(KeyboardInterrupt):
-            log(f"Serla local server listening on {server.url} (Ctrl-C to stop)")
-            log(f"  export SERLA_HOST={server.url} SERLA_API_KEY=sk_live_dev   # any key is accepted")
-            if db is not None:
-                log(f"  (--db {db} is ignored: this server keeps events in memory)")
-            stop.wait()
-        log(f"stopped; {len(server.events)} events received")
-    finally:
-        server.stop()
-        if in_main:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-    return EXIT_OK
-
-
 # -- entry point -----------------------------------------------------------------------------------------
 
 
@@ -398,17 +306,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         The exit status: 0 delivered, 1 not delivered, 2 usage or configuration error.
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
-    out, err = sys.stdout, sys.stderr
-    if args_list and args_list[0] == "demo":
-        entry = _optional_main("serla._demo")
-        if entry is None:
-            err.write("serla: the demo is not available in this version\n")
-            return EXIT_USAGE
-        return int(entry(args_list[1:]) or 0)
-    if args_list and args_list[0] == "dev":  # the full dev server parses its own options
-        entry = _optional_main("serla._dev")
-        if entry is not None:
-            return int(entry(args_list[1:]) or 0)
+    err = sys.stderr
+    if args_list and args_list[0] in ("dev", "demo"):  # they parse their own options
+        module = importlib.import_module(f"serla._{args_list[0]}")
+        return int(module.main(args_list[1:]) or 0)
     parser = build_parser()
     try:
         args = parser.parse_args(args_list)
@@ -419,8 +320,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _cmd_track(args, err)
         if args.command == "identify":
             return _cmd_identify(args, err)
-        if args.command == "dev":
-            return serve_foreground(args.host, args.port, db=args.db, out=out)
     except UsageError as exc:
         err.write(f"serla {args.command}: {exc}\n")
         return EXIT_USAGE

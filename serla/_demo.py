@@ -106,8 +106,9 @@ def run(out: TextIO, *, events: int = 5) -> int:
         "\nEvery accepted event was delivered.\n" if ok else "\nSome accepted events were NOT delivered.\n"
     )
     out.write(
-        "\nNext: `serla dev` runs a local server with a web page of the events your app sends;\n"
-        "      point your client at it with SERLA_HOST=http://127.0.0.1:8787.\n"
+        "\nNext: `serla dev` runs a local server with a live page of the events your app sends\n"
+        "      (open http://127.0.0.1:8787/); point your app at it with\n"
+        "      SERLA_HOST=http://127.0.0.1:8787 SERLA_API_KEY=sk_live_dev\n"
     )
     return 0 if ok else 1
 
@@ -129,4 +130,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.events < 0:
         parser.error("--events must be >= 0")
     return run(sys.stdout, events=args.events)
-

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import io
 import os
-import selectors
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from serla import Serla
-from serla._cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main, parse_props, parse_value, serve_foreground
+from serla._cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main, parse_props, parse_value
 from serla._server import SerlaServer
 
 KEY = "sk_live_cli_test_key"
@@ -219,72 +213,3 @@ def test_demo_rejects_a_negative_count(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         main(["demo", "--events", "-1"])
     assert "--events must be >= 0" in capsys.readouterr().err
-
-
-class _Lines(io.StringIO):
-    """An output stream that signals when a line containing ``marker`` has been written."""
-
-    def __init__(self, marker: str) -> None:
-        super().__init__()
-        self.marker = marker
-        self.seen = threading.Event()
-
-    def write(self, s: str) -> int:
-        n = super().write(s)
-        if self.marker in s:
-            self.seen.set()
-        return n
-
-
-def test_serve_foreground_runs_the_local_server_until_stopped() -> None:
-    out = _Lines("listening on")
-    stop = threading.Event()
-    result: list[int] = []
-    thread = threading.Thread(
-        target=lambda: result.append(serve_foreground("127.0.0.1", 0, db="x.db", out=out, stop=stop))
-    )
-    thread.start()
-    try:
-        assert out.seen.wait(10)
-        url = out.getvalue().split("listening on ", 1)[1].split()[0]
-        with Serla(KEY, host=url, flush_on_exit=False) as client:
-            client.track("hello", "dev")
-            assert client.flush(5)
-    finally:
-        stop.set()
-        thread.join(10)
-    assert result == [EXIT_OK]
-    text = out.getvalue()
-    assert "POST /api/v1/events/batch" in text
-    assert "--db x.db is ignored" in text
-    assert (
-        "\nstopped; 1 events received\n" in text
-    )  # the server may log the request after the client has its answer
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
-def test_dev_command_stops_on_ctrl_c() -> None:
-    if importlib.util.find_spec("serla._dev") is not None:
-        pytest.skip("serla._dev exists: `serla dev` is tested with it")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serla", "dev", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            assert sel.select(10), "no output from `serla dev` within 10 s"
-        first = proc.stdout.readline()
-        assert "Serla local server listening on http://127.0.0.1:" in first
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == EXIT_OK
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
