@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import atexit
 import sys
-import threading
-import weakref
-from collections.abc import Mapping
-from typing import Any, Callable, Optional
+from _collections_abc import Mapping
+from _weakref import ref as weakref_ref
 
-from serla import _context
-from serla._config import DEFAULT_HOST, Config, env_disabled
-from serla._encode import (
-    MAX_EVENT_BYTES,
-    Timestamp,
-    encode,
-    encode_event,
-    format_timestamp,
-    sanitize,
-    utc_now,
+from serla._config import (
+    DEFAULT_HOST,
+    Config,
+    add_null_handler,
+    env_disabled,
+    log_debug,
+    log_warning,
+    serla_log,
+    warn_limited,
 )
-from serla._log import enable_debug, logger, warn_limited
-from serla._retry import RetryPolicy
-from serla._transport import HttpTransport, Transport
-from serla._worker import BatchWorker
+from serla._encode import MAX_EVENT_BYTES, encode, encode_event, format_timestamp, sanitize, utc_now
+
+# ``import serla`` loads this module, so it imports only what ``track()`` needs. The worker (and with it
+# ``threading``) is imported when a client is created; the HTTP transport and the retry policy on the
+# first send; ``logging`` only once something has loaded it (see ``serla._config.serla_log``).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
+
+    from serla._encode import Timestamp
+    from serla._retry import RetryPolicy
+    from serla._transport import Transport
 
 IDENTIFY_PATH = "/api/v1/identify"
 _MAX_IDENTIFY_ID = 256
@@ -34,17 +39,21 @@ class Serla:
 
     Create one per process and reuse it. ``track()`` never raises and never does I/O: it checks the
     call, encodes the event on the spot (so later changes to your ``properties`` dict change nothing) and
-    appends the bytes to a bounded buffer. A daemon thread, started on the first ``track()``, sends up to
-    ``batch_size`` events per request to ``{host}/api/v1/events/batch`` as soon as a batch is full and
-    otherwise every ``flush_interval_seconds``.
+    appends the bytes to a bounded buffer. A daemon thread, started on the first ``track()``, POSTs them
+    to ``{host}/api/v1/events/batch`` as soon as ``batch_size`` events wait, and otherwise every
+    ``flush_interval_seconds``. Each request carries every event waiting when it is built, up to 100 (the
+    server's cap): ``batch_size`` at a steady pace, up to 100 when a backlog built up while the previous
+    request was in flight.
 
     Args:
         api_key: Your project's API key (``sk_live_...`` or ``pk_live_...``).
         host: Base URL of the Serla deployment. A trailing slash is removed; a path prefix is kept.
             Plain ``http://`` is meant for a local server: for any other host it logs a warning.
         flush_interval_seconds: The longest an event waits in the buffer before it is sent.
-        batch_size: Events per request. The server takes at most 100: a larger value is lowered to 100,
-            with a warning.
+        batch_size: How many waiting events trigger a send (the interval and ``flush()`` trigger one
+            too). It is not a cap on the request: a backlog is drained in requests of up to 100 events,
+            the server's cap (fewer, fuller requests also stay within its 100 requests/minute limit).
+            Values above 100 are lowered to 100, with a warning.
         debug: Set the ``serla`` logger to DEBUG and attach a stderr handler to it.
         flush_on_exit: Register an ``atexit`` hook that flushes (bounded by ``shutdown_timeout``). The
             client stays usable after it, for hooks that run later (``logging.shutdown``, an
@@ -107,16 +116,19 @@ class Serla:
         )
         cfg = self._config
         if debug:
-            enable_debug()
+            log = serla_log(force=True)
+            assert log is not None
+            log.enable_debug()
+        elif "logging" in sys.modules:
+            add_null_handler()
+        from serla._worker import BatchWorker
+
         self._now = utc_now(_clock) if _clock is not None else utc_now()
         self._capture_trace = cfg.capture_trace_context
-        self._invalid = 0
-        self._invalid_lock = threading.Lock()
+        self._invalid = 0  # guarded by the worker's lock, which a forked child re-creates
         self._shut = False
         self._disabled = cfg.disabled
-        factory = _transport_factory or (
-            lambda: HttpTransport(cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle)
-        )
+        factory = _transport_factory or _default_transport_factory(cfg)
         self._transport_factory = factory
         self._worker = BatchWorker(
             factory,
@@ -129,7 +141,7 @@ class Serla:
         self._put = self._worker.put
         self._atexit: Callable[[], None] | None = None
         if cfg.flush_on_exit and not cfg.disabled:
-            ref = weakref.ref(self)
+            ref = weakref_ref(self)
 
             def _flush_at_exit() -> None:
                 client = ref()
@@ -139,8 +151,12 @@ class Serla:
             self._atexit = _flush_at_exit
             atexit.register(_flush_at_exit)
         if cfg.disabled:
-            logger.info("serla: disabled (SERLA_DISABLED or disabled=True): events are checked, not sent")
-        logger.debug("serla: client created: %r", self)
+            log = serla_log()
+            if log is not None:
+                log.logger.info(
+                    "serla: disabled (SERLA_DISABLED or disabled=True): events are checked, not sent"
+                )
+        log_debug("serla: client created: %r", self)
 
     # -- public API --------------------------------------------------------------------------------------
 
@@ -168,16 +184,21 @@ class Serla:
             queue, a closed client). Every drop is counted in :meth:`stats` and logged as a WARNING.
         """
         try:
-            if not isinstance(event, str) or not event:
+            if not isinstance(event, str) or not event or ("\x00" in event and not event.strip("\x00")):
+                # NULs are scrubbed on the wire (the server's database rejects them): all-NUL is empty.
                 return self._reject("event must be a non-empty string, got %r", event)
             if distinct_id is None:
-                distinct_id = _context.get_distinct_id()
+                distinct_id = _context_distinct_id()
                 if distinct_id is None:
                     return self._reject(
                         "distinct_id is required (or set one with serla.set_distinct_id()) for event %r",
                         event,
                     )
-            if not isinstance(distinct_id, str) or not distinct_id:
+            if (
+                not isinstance(distinct_id, str)
+                or not distinct_id
+                or ("\x00" in distinct_id and not distinct_id.strip("\x00"))
+            ):
                 return self._reject(
                     "distinct_id must be a non-empty string (use str(user.id)), got %r for event %r",
                     distinct_id,
@@ -216,7 +237,7 @@ class Serla:
                 return True
             return self._put(data)
         except Exception:
-            logger.warning("serla: track() failed unexpectedly; the event is dropped", exc_info=True)
+            _warn_exc("serla: track() failed unexpectedly; the event is dropped")
             return False
 
     def identify(self, distinct_id: str, properties: Optional[Mapping[str, Any]] = None) -> bool:
@@ -237,7 +258,7 @@ class Serla:
             if self._shut:
                 warn_limited("closed", "serla: identify() after shutdown() is dropped")
                 return False
-            if not isinstance(distinct_id, str) or not distinct_id:
+            if not isinstance(distinct_id, str) or not distinct_id.strip("\x00"):
                 return self._reject("identify: distinct_id must be a non-empty string, got %r", distinct_id)
             if len(distinct_id.encode("utf-16-le")) // 2 > _MAX_IDENTIFY_ID:
                 return self._reject("identify: distinct_id is longer than %d characters", _MAX_IDENTIFY_ID)
@@ -249,7 +270,7 @@ class Serla:
                 return True
             return self._identify_post(body)
         except Exception:
-            logger.warning("serla: identify() failed unexpectedly", exc_info=True)
+            _warn_exc("serla: identify() failed unexpectedly")
             return False
 
     def flush(self, timeout: Optional[float] = 30.0) -> bool:
@@ -270,7 +291,7 @@ class Serla:
         try:
             return self._worker.flush(timeout)
         except Exception:
-            logger.warning("serla: flush() failed unexpectedly", exc_info=True)
+            _warn_exc("serla: flush() failed unexpectedly")
             return False
 
     def shutdown(self, timeout: Optional[float] = 30.0) -> bool:
@@ -293,7 +314,7 @@ class Serla:
                 return True
             return self._worker.close(timeout)
         except Exception:
-            logger.warning("serla: shutdown() failed unexpectedly", exc_info=True)
+            _warn_exc("serla: shutdown() failed unexpectedly")
             return False
 
     close = shutdown
@@ -342,7 +363,7 @@ class Serla:
     # -- internals ---------------------------------------------------------------------------------------
 
     def _reject(self, msg: str, *args: Any) -> bool:
-        with self._invalid_lock:
+        with self._worker._lock:  # not a lock of our own: a fork would inherit it held
             self._invalid += 1
         warn_limited("invalid_call", "serla: call dropped: " + msg, *args)
         return False
@@ -352,7 +373,7 @@ class Serla:
             return
         ok = self.flush(self._config.shutdown_timeout)
         if not ok:
-            logger.warning("serla: %d events were not delivered at exit", self.pending_count())
+            log_warning("serla: %d events were not delivered at exit", self.pending_count())
 
     def _identify_post(self, body: bytes) -> bool:
         cfg = self._config
@@ -365,6 +386,8 @@ class Serla:
             finally:
                 transport.close()
 
+        import threading  # loaded with the worker already
+
         try:
             thread = threading.Thread(target=run, name="serla-identify", daemon=True)
             thread.start()
@@ -373,16 +396,46 @@ class Serla:
         else:
             thread.join(cfg.timeout)
         if not box:
-            logger.warning("serla: identify() timed out after %.1f s", cfg.timeout)
+            log_warning("serla: identify() timed out after %.1f s", cfg.timeout)
             return False
         result = box[0]
         if result.status == 200:
             return True
-        logger.warning(
+        log_warning(
             "serla: identify() failed: %s",
             result.error if result.status is None else f"HTTP {result.status} {result.body[:200]!r}",
         )
         return False
+
+
+def _default_transport_factory(cfg: Config) -> Callable[[], Transport]:
+    """The production transport factory; ``serla._transport`` (and ``socket``) load on its first call."""
+
+    def factory() -> Transport:
+        from serla._transport import HttpTransport
+
+        return HttpTransport(cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle)
+
+    return factory
+
+
+_get_context_id: Callable[[], str | None] | None = None
+
+
+def _context_distinct_id() -> str | None:
+    """``serla._context.get_distinct_id()``; the module is imported on the first call that needs it."""
+    global _get_context_id
+    if _get_context_id is None:
+        from serla._context import get_distinct_id
+
+        _get_context_id = get_distinct_id
+    return _get_context_id()
+
+
+def _warn_exc(msg: str) -> None:
+    log = serla_log()
+    if log is not None:
+        log.logger.warning(msg, exc_info=True)
 
 
 def _as_properties(value: Any) -> dict[str, Any] | None:

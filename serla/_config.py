@@ -1,71 +1,150 @@
 """Client options, their defaults and their checks: the only place where the SDK raises.
 
-A frozen dataclass, typed all the way down. Python 3.9 has neither ``kw_only`` nor ``slots`` for
-dataclasses, so ``Serla.__init__`` (keyword-only) is what enforces keyword use.
+``Config`` is a small frozen class with ``__slots__`` rather than a dataclass: ``import serla`` loads this
+module, and ``dataclasses`` alone (with ``inspect``, ``re`` and ``typing`` behind it) costs more than the
+rest of the package. ``Serla.__init__`` (keyword-only) is what enforces keyword use.
+
+This module also holds the SDK's logging entry points for the core (:func:`log_warning` and friends),
+which import ``logging`` only when a record could be seen (see :func:`serla_log`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
-import urllib.parse
-from collections.abc import Mapping
-from typing import Final, Optional
+import sys
 
-from serla._log import logger
-from serla._transport import is_loopback
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import ModuleType
+    from typing import Any, Final, Optional
 
 DEFAULT_HOST: Final = "https://serla.dev"
 MAX_BATCH_SIZE: Final = 100
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_LOOPBACK_HOSTS: Final = frozenset({"localhost", "::1", "[::1]"})
+
+_FIELDS: Final = (
+    "api_key",
+    "host",
+    "flush_interval_seconds",
+    "batch_size",
+    "debug",
+    "flush_on_exit",
+    "max_queue_size",
+    "timeout",
+    "shutdown_timeout",
+    "block_on_full_seconds",
+    "ca_bundle",
+    "capture_trace_context",
+    "disabled",
+)
 
 
-@dataclasses.dataclass(frozen=True)
 class Config:
-    """Every option of a :class:`~serla.Serla` client, checked.
+    """Every option of a :class:`~serla.Serla` client, checked. Immutable, comparable and hashable.
 
-    See ``Serla.__init__`` for what each option means.
+    See ``Serla.__init__`` for what each option means. The API key is kept out of the ``repr``.
+
+    Raises:
+        ValueError: For an empty ``api_key`` or any other bad option value.
+        TypeError: For an option of the wrong type.
     """
 
-    api_key: str = dataclasses.field(repr=False)
-    host: str = DEFAULT_HOST
-    flush_interval_seconds: float = 5.0
-    batch_size: int = 50
-    debug: bool = False
-    flush_on_exit: bool = True
-    max_queue_size: int = 1000
-    timeout: float = 10.0
-    shutdown_timeout: float = 10.0
-    block_on_full_seconds: float = 1.0
-    ca_bundle: Optional[str] = None
-    capture_trace_context: bool = True
-    disabled: bool = False
+    __slots__ = _FIELDS
 
-    def __post_init__(self) -> None:
-        key = self.api_key
+    api_key: str
+    host: str
+    flush_interval_seconds: float
+    batch_size: int
+    debug: bool
+    flush_on_exit: bool
+    max_queue_size: int
+    timeout: float
+    shutdown_timeout: float
+    block_on_full_seconds: float
+    ca_bundle: Optional[str]
+    capture_trace_context: bool
+    disabled: bool
+
+    def __init__(
+        self,
+        api_key: str,
+        host: str = DEFAULT_HOST,
+        flush_interval_seconds: float = 5.0,
+        batch_size: int = 50,
+        debug: bool = False,
+        flush_on_exit: bool = True,
+        max_queue_size: int = 1000,
+        timeout: float = 10.0,
+        shutdown_timeout: float = 10.0,
+        block_on_full_seconds: float = 1.0,
+        ca_bundle: Optional[str] = None,
+        capture_trace_context: bool = True,
+        disabled: bool = False,
+    ) -> None:
+        key = api_key
         if not isinstance(key, str) or not key.strip():
             raise ValueError("Serla: api_key must be a non-empty string (your project's sk_live_... key)")
         if key != key.strip() or any(c.isspace() or ord(c) < 32 for c in key):
             raise ValueError("Serla: api_key must not contain white space or control characters")
-        object.__setattr__(self, "host", _check_host(self.host))
-        _check_number("flush_interval_seconds", self.flush_interval_seconds, minimum=0.0, strict=True)
-        _check_number("timeout", self.timeout, minimum=0.0, strict=True)
-        _check_number("shutdown_timeout", self.shutdown_timeout, minimum=0.0)
-        _check_number("block_on_full_seconds", self.block_on_full_seconds, minimum=0.0)
-        _check_int("batch_size", self.batch_size)
-        _check_int("max_queue_size", self.max_queue_size)
-        if self.batch_size > MAX_BATCH_SIZE:
-            logger.warning(
+        host = _check_host(host)
+        _check_number("flush_interval_seconds", flush_interval_seconds, minimum=0.0, strict=True)
+        _check_number("timeout", timeout, minimum=0.0, strict=True)
+        _check_number("shutdown_timeout", shutdown_timeout, minimum=0.0)
+        _check_number("block_on_full_seconds", block_on_full_seconds, minimum=0.0)
+        _check_int("batch_size", batch_size)
+        _check_int("max_queue_size", max_queue_size)
+        if batch_size > MAX_BATCH_SIZE:
+            log_warning(
                 "serla: batch_size=%d is above the server's limit of %d events per request; using %d",
-                self.batch_size,
+                batch_size,
                 MAX_BATCH_SIZE,
                 MAX_BATCH_SIZE,
             )
-            object.__setattr__(self, "batch_size", MAX_BATCH_SIZE)
-        if self.ca_bundle is not None and not isinstance(self.ca_bundle, str):
+            batch_size = MAX_BATCH_SIZE
+        if ca_bundle is not None and not isinstance(ca_bundle, str):
             raise TypeError("Serla: ca_bundle must be a path (str) or None")
+        init = object.__setattr__
+        init(self, "api_key", api_key)
+        init(self, "host", host)
+        init(self, "flush_interval_seconds", flush_interval_seconds)
+        init(self, "batch_size", batch_size)
+        init(self, "debug", debug)
+        init(self, "flush_on_exit", flush_on_exit)
+        init(self, "max_queue_size", max_queue_size)
+        init(self, "timeout", timeout)
+        init(self, "shutdown_timeout", shutdown_timeout)
+        init(self, "block_on_full_seconds", block_on_full_seconds)
+        init(self, "ca_bundle", ca_bundle)
+        init(self, "capture_trace_context", capture_trace_context)
+        init(self, "disabled", disabled)
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _FIELDS)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Config is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Config is immutable: cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Config)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELDS if name != "api_key")
+        return f"Config({shown})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self._values())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -103,26 +182,70 @@ def _check_host(host: object) -> str:
     if not isinstance(host, str) or not host.strip():
         raise ValueError("Serla: host must be a URL such as 'https://serla.dev'")
     host = host.strip().rstrip("/")
-    parts = urllib.parse.urlsplit(host)
-    if parts.scheme not in ("http", "https") or not parts.netloc or not parts.hostname:
-        raise ValueError(f"Serla: host must be an http(s) URL such as 'https://serla.dev', not {host!r}")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError(f"Serla: host must not carry a query, fragment or credentials: {host!r}")
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        raise ValueError(f"Serla: bad port in host {host!r}") from exc
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        logger.warning(
+    scheme, _netloc, hostname, _path = split_host(host)
+    if scheme == "http" and not is_loopback(hostname):
+        log_warning(
             "serla: host %r is plain http: the API key and events travel unencrypted; use https", host
         )
     return host
 
 
+def split_host(host: str) -> tuple[str, str, str, str]:
+    """Split and check a base URL: ``(scheme, netloc, hostname, path)``, scheme and hostname lowercased.
+
+    The same reading as ``urllib.parse.urlsplit`` for the URLs a ``host`` option may hold (without
+    importing ``urllib.parse``, which ``import serla`` can't afford), and stricter about the rest.
+
+    Raises:
+        ValueError: For anything but an ``http``/``https`` URL with a host name and an optional port and
+            path: a query, a fragment, credentials, white space or a bad port.
+    """
+    bad = f"Serla: host must be an http(s) URL such as 'https://serla.dev', not {host!r}"
+    scheme, sep, rest = host.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("http", "https"):
+        raise ValueError(bad)
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in host):
+        raise ValueError(f"Serla: host must not contain white space or control characters: {host!r}")
+    end = len(rest)
+    for mark in "/?#":
+        i = rest.find(mark)
+        if i != -1 and i < end:
+            end = i
+    netloc, path = rest[:end], rest[end:]
+    if "?" in path or "#" in path or "@" in netloc:
+        raise ValueError(f"Serla: host must not carry a query, fragment or credentials: {host!r}")
+    if netloc.startswith("["):  # an IPv6 literal
+        close = netloc.find("]")
+        if close == -1:
+            raise ValueError(bad)
+        hostname, after = netloc[1:close], netloc[close + 1 :]
+        if after and not after.startswith(":"):
+            raise ValueError(bad)
+        port = after[1:]
+    else:
+        hostname, _, port = netloc.partition(":")
+    if not hostname:
+        raise ValueError(bad)
+    if port and not (port.isdigit() and port.isascii() and int(port) <= 65535):
+        raise ValueError(f"Serla: bad port in host {host!r}")
+    return scheme, netloc, hostname.lower(), path
+
+
+def is_loopback(hostname: str) -> bool:
+    """True for ``localhost``, ``::1`` and addresses in 127.0.0.0/8."""
+    hostname = hostname.lower()
+    if hostname in _LOOPBACK_HOSTS:
+        return True
+    parts = hostname.split(".")
+    return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() for p in parts)
+
+
 def _check_number(name: str, value: object, *, minimum: float, strict: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"Serla: {name} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+    finite = value - value == 0  # math.isfinite without importing math: inf - inf and NaN - NaN are NaN
+    if not finite or value < minimum or (strict and value == minimum):
         raise ValueError(f"Serla: {name} must be {'>' if strict else '>='} {minimum:g}, not {value!r}")
 
 
@@ -131,3 +254,69 @@ def _check_int(name: str, value: object) -> None:
         raise TypeError(f"Serla: {name} must be an int, not {type(value).__name__}")
     if value < 1:
         raise ValueError(f"Serla: {name} must be >= 1, not {value!r}")
+
+
+# -- logging, without importing ``logging`` ----------------------------------------------------------------
+#
+# ``import serla`` must not import ``logging`` (with ``re``, ``traceback``, ``string``... it costs more than
+# the whole package). Nothing is lost by waiting: the SDK attaches a ``NullHandler`` to the ``serla`` logger,
+# so its records are seen only once the application has configured logging, which imports the module.
+# While ``logging`` is not in ``sys.modules`` nothing can have been configured, and a record would end in
+# that ``NullHandler``: dropping it before it is built is the same outcome. Once ``logging`` is loaded,
+# :func:`serla_log` imports ``serla._log`` and attaches the ``NullHandler`` (once) before the first record.
+
+_null_handler_added = False
+
+
+def add_null_handler() -> None:
+    """Attach one ``logging.NullHandler`` to the ``serla`` logger (idempotent; imports ``logging``)."""
+    global _null_handler_added
+    import logging
+
+    _null_handler_added = True
+    logger = logging.getLogger("serla")
+    if not any(type(h) is logging.NullHandler for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+
+
+def serla_log(force: bool = False) -> ModuleType | None:
+    """The ``serla._log`` module when a record could be seen (``logging`` is loaded, or ``force``), else None.
+
+    Args:
+        force: Import ``logging`` even if nothing has loaded it yet (``debug=True`` does).
+    """
+    if not force and "logging" not in sys.modules:
+        return None
+    from serla import _log
+
+    if not _null_handler_added:
+        add_null_handler()
+    return _log
+
+
+def log_warning(msg: str, *args: Any) -> None:
+    """``logger.warning`` on the ``serla`` logger, when logging is loaded."""
+    log = serla_log()
+    if log is not None:
+        log.logger.warning(msg, *args)
+
+
+def log_debug(msg: str, *args: Any) -> None:
+    """``logger.debug`` on the ``serla`` logger, when logging is loaded."""
+    log = serla_log()
+    if log is not None:
+        log.logger.debug(msg, *args)
+
+
+def log_exception(msg: str, *args: Any) -> None:
+    """``logger.exception`` (ERROR with the traceback) on the ``serla`` logger, when logging is loaded."""
+    log = serla_log()
+    if log is not None:
+        log.logger.exception(msg, *args)
+
+
+def warn_limited(key: str, msg: str, *args: Any) -> None:
+    """``serla._log.warn_limited`` (at most one WARNING per kind a minute), when logging is loaded."""
+    log = serla_log()
+    if log is not None:
+        log.warn_limited(key, msg, *args)

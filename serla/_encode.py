@@ -33,20 +33,25 @@ anything else                             ``str(value)`` (``"<unprintable T>"`` 
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import datetime as _dt
-import enum
-import json
-import math
 import os
-import re
+import sys
 import time
-import uuid
-from collections.abc import Mapping, Sequence
-from collections.abc import Set as AbstractSet
-from decimal import Decimal
-from typing import Any, Callable, Final, Union
+
+# ``_collections_abc`` is what ``collections.abc`` re-exports; it is loaded at interpreter start, while
+# ``collections.abc`` would import the ``collections`` package too.
+from _collections_abc import Mapping, Sequence
+from _collections_abc import Set as AbstractSet
+
+# ``import serla`` must stay cheap (see tests/test_import.py): no ``typing``, ``json`` (which imports
+# ``re``), ``datetime``, ``decimal``, ``enum``, ``uuid`` or ``dataclasses`` at import. The hot path needs
+# only the C encoder from ``_json``; the types that are coerced are looked up in ``sys.modules`` when a
+# value needs it (a ``Decimal`` cannot exist unless ``decimal`` was imported).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import datetime as _dt
+    from typing import Any, Callable, Final, Union
+
+    Timestamp = Union[_dt.datetime, _dt.date, str, int, float, None]
 
 MAX_DEPTH: Final = 32
 """Containers nested deeper than this are replaced by ``"<max depth>"``."""
@@ -60,16 +65,13 @@ MAX_REQUEST_BYTES: Final = 3_000_000
 MIN_YEAR: Final = 1970
 MAX_YEAR: Final = 2100
 
-_UTC: Final = _dt.timezone.utc
-_EPOCH: Final = _dt.datetime(1970, 1, 1, tzinfo=_UTC)
-
-Timestamp = Union[_dt.datetime, _dt.date, str, int, float, None]
-
 
 def _fmt_utc(value: _dt.datetime) -> str:
     """Format an aware or naive (= UTC) datetime as the server's strict ``...T...Z`` form."""
     if value.tzinfo is not None:
-        value = value.astimezone(_UTC)
+        import datetime as dt
+
+        value = value.astimezone(dt.timezone.utc)
     return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (
         value.year,
         value.month,
@@ -83,27 +85,40 @@ def _fmt_utc(value: _dt.datetime) -> str:
 
 # -- property values -------------------------------------------------------------------------------------
 
+_modules: Final = sys.modules
+
 
 def _coerce(value: Any) -> Any:
-    """Map one value JSON cannot take to one it can (one level only; the encoder recurses)."""
-    if isinstance(value, _dt.datetime):
-        return _fmt_utc(value)
-    if isinstance(value, (_dt.date, _dt.time)):
-        return value.isoformat()
-    if isinstance(value, _dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, Decimal):
+    """Map one value JSON cannot take to one it can (one level only; the encoder recurses).
+
+    The stdlib types are looked up in ``sys.modules``: a value of a module's type can only exist once that
+    module is imported, so nothing is imported here.
+    """
+    dt = _modules.get("datetime")
+    if dt is not None:
+        if isinstance(value, dt.datetime):
+            return _fmt_utc(value)
+        if isinstance(value, (dt.date, dt.time)):
+            return value.isoformat()
+        if isinstance(value, dt.timedelta):
+            return value.total_seconds()
+    decimal = _modules.get("decimal")
+    if decimal is not None and isinstance(value, decimal.Decimal):
         return float(value) if value.is_finite() else None
-    if isinstance(value, enum.Enum):
+    enum = _modules.get("enum")
+    if enum is not None and isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, uuid.UUID):
+    uuid = _modules.get("uuid")
+    if uuid is not None and isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", "replace")
     if isinstance(value, AbstractSet):
         items = list(value)
-        with contextlib.suppress(TypeError):
+        try:  # noqa: SIM105 - contextlib.suppress would import contextlib at ``import serla``
             items.sort()
+        except TypeError:  # unorderable items keep their iteration order
+            pass
         return items
     if isinstance(value, Mapping):
         return dict(value)
@@ -111,7 +126,8 @@ def _coerce(value: Any) -> Any:
         return list(value)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    dataclasses = _modules.get("dataclasses")
+    if dataclasses is not None and dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     dump = getattr(value, "model_dump", None)
     if callable(dump):
@@ -133,22 +149,40 @@ def _make_encoder() -> Callable[[Any], str]:
     ``JSONEncoder.encode`` builds a new C encoder on every call; building it once halves the cost of a
     small event. It is built without a ``markers`` dict (no shared mutable state between threads, nothing
     left behind by a failed encode): a cycle ends in ``RecursionError`` instead, which sends the value to
-    :func:`sanitize` like every other refusal.
+    :func:`sanitize` like every other refusal. The C encoder comes from ``_json`` directly: importing the
+    ``json`` package would import ``re`` and the decoder, which ``import serla`` doesn't need.
     """
-    fallback = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_coerce)
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - only on interpreters without the _json accelerator
-        return fallback.encode
     try:
-        iterencode = make(None, _coerce, json.encoder.encode_basestring, None, ":", ",", False, False, False)
-    except TypeError:  # pragma: no cover - a future signature change: stay correct, lose a little speed
-        return fallback.encode
+        import _json
+
+        iterencode = _json.make_encoder(
+            None, _coerce, _json.encode_basestring, None, ":", ",", False, False, False
+        )
+    except (ImportError, AttributeError, TypeError):  # pragma: no cover - no accelerator, or a new signature
+        import json
+
+        return json.JSONEncoder(
+            ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_coerce
+        ).encode
     join = "".join
 
     def encode(value: Any) -> str:
         return join(iterencode(value, 0))
 
     return encode
+
+
+def _make_str_encoder() -> Callable[[str], str]:
+    """``json.encoder.encode_basestring``: a str as a JSON string literal (non-ASCII kept)."""
+    try:
+        import _json
+
+        fn: Callable[[str], str] = _json.encode_basestring
+        return fn
+    except (ImportError, AttributeError):  # pragma: no cover - only without the _json accelerator
+        import json.encoder
+
+        return json.encoder.encode_basestring
 
 
 _encode: Final[Callable[[Any], str]] = _make_encoder()
@@ -184,9 +218,15 @@ def sanitize(value: Any, _depth: int = 0, _seen: frozenset[int] = frozenset()) -
         if isinstance(value, str):
             return _clean_str(str(value))
         if isinstance(value, int):
-            return int(value)
+            value = int(value)
+            if value.bit_length() > 2000:  # may be past the int->str digit limit (sys.set_int_max_str_digits)
+                try:
+                    value.__repr__()
+                except ValueError:
+                    return None  # no JSON number can be written for it: like a non-finite float
+            return value
         if isinstance(value, float):
-            return float(value) if math.isfinite(value) else None
+            return float(value) if _isfinite(value) else None
         if _depth >= MAX_DEPTH:
             return "<max depth>"
         if isinstance(value, (dict, list, tuple)):
@@ -208,8 +248,15 @@ def sanitize(value: Any, _depth: int = 0, _seen: frozenset[int] = frozenset()) -
         return _unprintable(value)
 
 
+def _isfinite(value: float) -> bool:
+    """``math.isfinite`` without importing ``math``: inf - inf and NaN - NaN are NaN."""
+    return value - value == 0.0
+
+
 def _key_str(key: Any) -> str:
     if key is None or isinstance(key, (bool, int, float)):
+        import json  # the slow path only: a non-string key of the C encoder's refused kinds
+
         return json.dumps(key) if key is not None else "null"
     try:
         return str(key)
@@ -242,7 +289,7 @@ def encode(value: Any) -> bytes:
     return _encode(sanitize(value)).encode("utf-8")
 
 
-_encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring
+_encode_str: Final[Callable[[str], str]] = _make_str_encoder()
 
 
 def encode_event(name: str, distinct_id: str, timestamp: str, properties: Any) -> bytes:
@@ -268,11 +315,12 @@ def encode_event(name: str, distinct_id: str, timestamp: str, properties: Any) -
 
 # -- timestamps ------------------------------------------------------------------------------------------
 
-_ISO_RE: Final = re.compile(
+_ISO_PATTERN: Final = (
     r"(\d{4})-(\d{2})-(\d{2})"
     r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
     r"\s*(?:([Zz])|([+-])(\d{2}):?(\d{2}))?"
 )
+_iso_fullmatch: Callable[[str], Any] | None = None  # compiled on first use: ``re`` is not imported eagerly
 
 
 def parse_iso(text: str) -> _dt.datetime | None:
@@ -282,19 +330,27 @@ def parse_iso(text: str) -> _dt.datetime | None:
     of fractional digits, and an optional zone (``Z``, ``+HH:MM``, ``+HHMM``). A string without a zone is
     UTC, like a naive datetime. Leading and trailing white space is ignored.
     """
-    m = _ISO_RE.fullmatch(text.strip())
+    global _iso_fullmatch
+    import datetime as dt
+
+    fullmatch = _iso_fullmatch
+    if fullmatch is None:
+        import re
+
+        fullmatch = _iso_fullmatch = re.compile(_ISO_PATTERN).fullmatch
+    m = fullmatch(text.strip())
     if m is None:
         return None
     y, mo, d, hh, mi, ss, frac, _zulu, sign, oh, om = m.groups()
     try:
         micro = int((frac or "0")[:6].ljust(6, "0"))
-        value = _dt.datetime(int(y), int(mo), int(d), int(hh or 0), int(mi or 0), int(ss or 0), micro)
+        value = dt.datetime(int(y), int(mo), int(d), int(hh or 0), int(mi or 0), int(ss or 0), micro)
         if sign:
-            offset = _dt.timedelta(hours=int(oh), minutes=int(om))
+            offset = dt.timedelta(hours=int(oh), minutes=int(om))
             value = value - offset if sign == "+" else value + offset
     except (ValueError, OverflowError):
         return None
-    return value.replace(tzinfo=_UTC)
+    return value.replace(tzinfo=dt.timezone.utc)
 
 
 _EPOCH_LIMIT: Final = 4133980800  # 2101-01-01T00:00:00Z: epoch numbers below it take the fast path
@@ -322,20 +378,25 @@ def format_timestamp(value: Timestamp) -> str | None:
             cached = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
             _epoch_second = cached
         return "%s.%03dZ" % (cached[1], frac)
+    # Only here (a timestamp that is not a plain epoch number) is ``datetime`` needed; a datetime or date
+    # value means the module is already loaded, so this import is a dictionary lookup.
+    import datetime as dt
+
     try:
-        if isinstance(value, _dt.datetime):
-            moment = value if value.tzinfo is None else value.astimezone(_UTC).replace(tzinfo=None)
-        elif isinstance(value, _dt.date):
-            moment = _dt.datetime(value.year, value.month, value.day)
+        if isinstance(value, dt.datetime):
+            moment = value if value.tzinfo is None else value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        elif isinstance(value, dt.date):
+            moment = dt.datetime(value.year, value.month, value.day)
         elif isinstance(value, str):
             parsed = parse_iso(value)
             if parsed is None:
                 return None
             moment = parsed.replace(tzinfo=None)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
+            if not _isfinite(value):
                 return None
-            moment = (_EPOCH + _dt.timedelta(seconds=value)).replace(tzinfo=None)
+            epoch = dt.datetime(1970, 1, 1)
+            moment = epoch + dt.timedelta(seconds=value)
         else:
             return None
     except (ValueError, OverflowError, OSError):

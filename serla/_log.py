@@ -9,16 +9,33 @@ call, a full queue) go through :func:`warn_limited`, which says each kind at mos
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from typing import Any, Final
+
+from serla._config import add_null_handler
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 logger: Final = logging.getLogger("serla")
+add_null_handler()  # also when a bridge imports this module before any client logs
 
 WARN_INTERVAL: Final = 60.0
 
 _lock = threading.Lock()
 _last: dict[str, tuple[float, int]] = {}
+
+
+def _reinit_after_fork() -> None:
+    """In a forked child: a new lock (the parent's may have been held by another thread at the fork)."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
 def warn_limited(key: str, msg: str, *args: Any, clock: Any = time.monotonic) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Optional
 
@@ -10,6 +11,16 @@ from serla._config import Config
 
 _lock = threading.Lock()
 _default: Optional[Serla] = None
+
+
+def _reinit_after_fork() -> None:
+    """In a forked child: a new lock (the parent's may have been held by another thread at the fork)."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
 def set_default_client(client: Serla | None) -> None:
@@ -42,7 +53,5 @@ def get_default_client(create: bool = True) -> Serla | None:
                 config = Config.from_env()
             except ValueError:
                 return None
-            _default = Serla(
-                config.api_key, host=config.host, disabled=config.disabled
-            )
+            _default = Serla(config.api_key, host=config.host, disabled=config.disabled)
         return _default

@@ -34,7 +34,11 @@ import enum
 import json
 import math
 from collections.abc import Mapping
-from typing import Any, Callable, Final, Optional
+from typing import Any, Callable, Final
+
+# ``SendResult`` lives with the transport that produces it: a successful send never imports this module
+# (nor ``dataclasses``, ``json``... behind it); the worker loads it on the first failed send.
+from serla._transport import SendResult as SendResult
 
 
 class Action(enum.Enum):
@@ -51,23 +55,6 @@ class Action(enum.Enum):
     """Drop the events at ``indices``, resend the rest at once."""
     DROP = "drop"
     """Drop the whole batch."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SendResult:
-    """What one POST returned.
-
-    Attributes:
-        status: The HTTP status, or ``None`` when no response arrived.
-        body: The response body (read with a size cap).
-        retry_after: The raw ``Retry-After`` header, if any.
-        error: A short description of the network error when ``status`` is ``None``.
-    """
-
-    status: Optional[int]
-    body: bytes = b""
-    retry_after: Optional[str] = None
-    error: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,26 +11,35 @@ Invariants (read these before changing anything here):
   ``max_queue_size``: that is the memory bound.
 * Only the flusher thread calls the transport, except in *inline mode*, when no thread can be started
   (during interpreter shutdown): then ``flush()`` sends on the calling thread, under ``_inline_lock``.
+
+Batching: ``batch_size`` is the number of waiting events that triggers a send (besides the interval and
+``flush()``). A request carries every event waiting at that moment, up to ``MAX_BATCH`` (100, the
+server's cap) and ``MAX_REQUEST_BYTES``: so a backlog that built up while the previous request was in
+flight is drained in requests of up to 100 events, and fewer, fuller requests keep a fast producer
+within the server's 100 requests/minute limit.
+
+This module is imported when a client is created; the retry policy (``serla._retry``) and the transport
+are imported by the flusher on its first send.
 """
 
 from __future__ import annotations
 
 import collections
 import os
-import random
 import sys
 import threading
 import time
-import uuid
-import weakref
-from typing import Any, Callable, Final
+from _weakref import ref as weakref_ref
 
+from serla._config import log_debug, log_exception, warn_limited
 from serla._encode import MAX_REQUEST_BYTES
-from serla._log import logger, warn_limited
-from serla._retry import Action, Decision, RetryPolicy, SendResult, describe_rejection
-from serla._transport import Transport
 
-_getpid: Final = os.getpid
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Final
+
+    from serla._retry import Decision, RetryPolicy
+    from serla._transport import SendResult, Transport
 
 BATCH_PATH: Final = "/api/v1/events/batch"
 MAX_BATCH: Final = 100
@@ -66,7 +75,8 @@ class BatchWorker:
     Args:
         transport_factory: Returns a fresh :class:`~serla._transport.Transport` (called lazily, and again
             in a forked child).
-        batch_size: Events per request, 1..100.
+        batch_size: How many waiting events trigger a send, 1..100. A request carries every event waiting
+            when it is built, up to 100.
         flush_interval: The longest an event waits in the buffer before a send, in seconds.
         max_queue_size: The most events held (buffered + in flight); more are refused and counted.
         block_on_full: How long ``put`` may wait for room while deliveries succeed, in seconds. While the
@@ -89,7 +99,7 @@ class BatchWorker:
         policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
-        rng: Callable[[], float] = random.random,
+        rng: Callable[[], float] | None = None,
         name: str = "serla-flusher",
     ) -> None:
         self._transport_factory = transport_factory
@@ -97,19 +107,22 @@ class BatchWorker:
         self._interval = flush_interval
         self._max = max_queue_size
         self._block_on_full = block_on_full
-        self._policy = policy or RetryPolicy()
+        self._policy = policy  # None: the default RetryPolicy, made on the first failed send
         self._clock = clock
         self._wall_clock = wall_clock
-        self._rng = rng
+        self._rng = rng  # None: random.random, imported on the first failed send
         self._name = name
         self._init_state()
+        # A forked child must start empty, with fresh locks and no thread (the parent's are not its own).
+        # The hook does that at fork time, so ``put()`` needs no per-call ``os.getpid()`` check; the other
+        # entry points keep one for platforms or embedders that fork without running the hooks.
         if hasattr(os, "register_at_fork"):
-            ref = weakref.WeakMethod(self._after_fork)
+            ref = weakref_ref(self)
 
             def _child() -> None:
-                method = ref()
-                if method is not None:
-                    method()
+                worker = ref()
+                if worker is not None:
+                    worker._after_fork()
 
             os.register_at_fork(after_in_child=_child)
 
@@ -143,13 +156,17 @@ class BatchWorker:
         self._stats: dict[str, int] = collections.defaultdict(int)
         self._dropped: dict[str, int] = collections.defaultdict(int)
         self._last_error: str | None = None
+        # Idempotency keys: one random UUID-shaped prefix per worker and process (re-derived in a forked
+        # child, so keys stay unique across forks) and a counter in the last 12 hex digits. A uuid4() per
+        # batch costs more, and ``uuid`` is a slow import.
+        r = os.urandom(10).hex()
+        self._key_prefix = f"{r[:8]}-{r[8:12]}-4{r[12:15]}-{'89ab'[int(r[15], 16) & 3]}{r[16:19]}-"
+        self._key_seq = 0
 
     # -- producer side ---------------------------------------------------------------------------------
 
     def put(self, data: bytes) -> bool:
         """Accept one encoded event; return False (and count it) if it is refused. Never raises."""
-        if self._pid != _getpid():
-            self._after_fork()
         with self._lock:
             if self._pending < self._max and not self._closed:  # the common case, first
                 self._pending += 1
@@ -233,7 +250,7 @@ class BatchWorker:
                 else:
                     self._thread = thread
         if self._thread_failed:
-            logger.debug("serla: no flusher thread can start now; flush() will send on the caller's thread")
+            log_debug("serla: no flusher thread can start now; flush() will send on the caller's thread")
 
     def _after_fork(self) -> None:
         """In a forked child: start empty with fresh locks; the parent keeps delivering its own events."""
@@ -362,28 +379,38 @@ class BatchWorker:
             try:
                 self._deliver(batch)
             except Exception:  # never let one batch kill the thread: a dead flusher loses everything after
-                logger.exception("serla: unexpected error delivering a batch; its events are dropped")
+                log_exception("serla: unexpected error delivering a batch; its events are dropped")
                 self._resolve_lost(batch.seqs, "internal_error")
                 self._finish(batch)
                 with self._lock:
                     self._in_flight = 0
 
     def _take(self) -> _Batch:
-        """Move up to one batch of events from the buffer (caller holds ``_lock``)."""
+        """Move the waiting events, up to ``MAX_BATCH`` and ``MAX_REQUEST_BYTES``, into a batch.
+
+        The caller holds ``_lock``. ``batch_size`` decides when a send is due, not how many it carries:
+        a backlog goes out in requests of up to 100 events.
+        """
         buf = self._buffer
-        items: list[bytes] = []
-        size = len(_HEAD) + len(_TAIL)
-        while buf and len(items) < self._batch_size:
-            nxt = len(buf[0]) + 1
-            if items and size + nxt > MAX_REQUEST_BYTES:
-                break
-            items.append(buf.popleft())
-            size += nxt
+        if len(buf) <= MAX_BATCH:
+            items = list(buf)
+            buf.clear()
+        else:
+            popleft = buf.popleft
+            items = [popleft() for _ in range(MAX_BATCH)]
+        size = len(_HEAD) + len(_TAIL) + len(items) + sum(map(len, items))
+        while size > MAX_REQUEST_BYTES and len(items) > 1:  # large events: give some back
+            last = items.pop()
+            buf.appendleft(last)
+            size -= len(last) + 1
+        n = len(items)
         first = self._taken_seq + 1
-        self._taken_seq += len(items)
-        self._in_flight = len(items)
+        last_seq = self._taken_seq = self._taken_seq + n
+        self._in_flight = n
         self._oldest_at = self._clock() if buf else None
-        return _Batch(items, list(range(first, self._taken_seq + 1)), str(uuid.uuid4()), self._taken_seq)
+        self._key_seq += 1
+        key = f"{self._key_prefix}{self._key_seq:012x}"
+        return _Batch(items, list(range(first, last_seq + 1)), key, last_seq)
 
     def _next_batch(self) -> _Batch | None:
         """Wait until a batch is due and take it; None when the thread should exit."""
@@ -405,29 +432,79 @@ class BatchWorker:
             self._wakeup.wait(timeout)
 
     def _deliver(self, batch: _Batch) -> None:
-        """Send one batch until it is resolved: delivered, dropped, or (at stop) abandoned."""
+        """Send one batch until it is resolved: delivered, dropped, or (at stop) abandoned.
+
+        The common case (a 2xx for the whole batch) takes one lock acquisition after the send; every
+        other answer goes through the retry policy.
+        """
         todo = collections.deque([batch])
         while todo:
             current = todo[0]
-            if not self._wait_hold(current):
+            # ``_hold_until`` is 0.0 unless a failure set a pause: read without the lock, it only skips a
+            # wait that ``_wait_hold`` would find already over.
+            if self._hold_until and not self._wait_hold(current):
                 for b in todo:
                     self._resolve_lost(b.seqs, "shutdown")
                 break
-            if self._transport is None:
-                self._transport = self._transport_factory()
-            body = current.body()
+            transport = self._transport  # read once per send: ``serla.testing`` may swap it
+            if transport is None:
+                transport = self._transport = self._transport_factory()
             current.attempts += 1
-            if current.attempts > 1:
-                self._count("retried")
-            result = self._transport.post(BATCH_PATH, body, {"X-Idempotency-Key": current.key})
-            self._count("requests")
-            decision = self._policy.decide(
-                result, current.attempts, len(current.items), self._rng, self._wall_clock()
-            )
-            self._apply(decision, result, todo)
+            result = transport.post(BATCH_PATH, current.body(), {"X-Idempotency-Key": current.key})
+            status = result.status
+            if status is not None and 200 <= status < 300:
+                todo.popleft()
+                if not todo:
+                    self._delivered(current, batch)
+                    return
+                self._delivered(current, None)
+                continue
+            with self._lock:
+                self._stats["requests"] += 1
+                if current.attempts > 1:
+                    self._stats["retried"] += 1
+            self._apply(self._decide(result, current), result, todo)
         self._finish(batch)
 
+    def _delivered(self, current: _Batch, whole: _Batch | None) -> None:
+        """Count ``current`` as delivered; with ``whole`` (the batch it came from), also resolve that."""
+        n = len(current.items)
+        with self._lock:
+            stats = self._stats
+            stats["requests"] += 1
+            if current.attempts > 1:
+                stats["retried"] += 1
+            stats["sent"] += n
+            stats["batches"] += 1
+            self._pending -= n
+            self._in_flight -= n
+            self._healthy = True
+            self._hold_until = 0.0
+            self._hold_kind = ""
+            if whole is not None:
+                if whole.last_seq > self._done_seq:
+                    self._done_seq = whole.last_seq
+                self._in_flight = 0
+            self._progress.notify_all()
+        log_debug("serla: delivered %d events (key %s)", n, current.key)
+
+    def _decide(self, result: SendResult, current: _Batch) -> Decision:
+        """Ask the retry policy (made on first use, like the jitter source) what to do after ``result``."""
+        policy = self._policy
+        if policy is None:
+            from serla._retry import RetryPolicy
+
+            policy = self._policy = RetryPolicy()
+        rng = self._rng
+        if rng is None:
+            import random
+
+            rng = self._rng = random.random
+        return policy.decide(result, current.attempts, len(current.items), rng, self._wall_clock())
+
     def _apply(self, decision: Decision, result: SendResult, todo: collections.deque[_Batch]) -> None:
+        from serla._retry import Action, describe_rejection
+
         current = todo[0]
         action = decision.action
         if action is Action.DELIVERED:
@@ -441,7 +518,7 @@ class BatchWorker:
                 self._pending -= len(current.items)
                 self._in_flight -= len(current.items)
                 self._progress.notify_all()
-            logger.debug("serla: delivered %d events (key %s)", len(current.items), current.key)
+            log_debug("serla: delivered %d events (key %s)", len(current.items), current.key)
             return
         if action in (Action.RETRY, Action.HOLD):
             with self._lock:
@@ -459,7 +536,7 @@ class BatchWorker:
                     self._pending,
                 )
             else:
-                logger.debug(
+                log_debug(
                     "serla: send failed (%s), attempt %d, next try in %.1f s",
                     decision.message or decision.reason,
                     current.attempts,
@@ -471,7 +548,7 @@ class BatchWorker:
             half = len(current.items) // 2
             todo.appendleft(current.derive(current.items[half:], current.seqs[half:], "1"))
             todo.appendleft(current.derive(current.items[:half], current.seqs[:half], "0"))
-            logger.debug("serla: splitting a batch of %d (%s)", len(current.items), decision.reason)
+            log_debug("serla: splitting a batch of %d (%s)", len(current.items), decision.reason)
             return
         if action is Action.DROP_SOME:
             bad = set(decision.indices)
@@ -570,8 +647,5 @@ class BatchWorker:
             current.attempts += 1
             result = self._transport.post(BATCH_PATH, current.body(), {"X-Idempotency-Key": current.key})
             self._count("requests")
-            decision = self._policy.decide(
-                result, current.attempts, len(current.items), self._rng, self._wall_clock()
-            )
-            self._apply(decision, result, todo)
+            self._apply(self._decide(result, current), result, todo)
         self._finish(batch)

@@ -1,11 +1,43 @@
-"""``import serla`` stays light: no HTTP stack, no TLS, no OpenTelemetry, no threads, no atexit hooks."""
+"""``import serla`` stays light: no HTTP stack, no TLS, no OpenTelemetry, no threads, no atexit hooks.
+
+Each stage loads only what it needs: ``import serla`` the encoder and the client class; ``Serla()`` the
+worker (``threading``); the first send the transport (``socket``); the first failed send the retry policy.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+from serla._server import SerlaServer
+
 HEAVY = ("ssl", "http.client", "urllib.request", "opentelemetry", "wrapt", "email.utils", "socket")
+# Made lazy for import time (benchmarks/README.md): none of these is needed to define the API.
+LAZY_AT_IMPORT = (
+    "logging",
+    "typing",
+    "json",
+    "re",
+    "threading",
+    "dataclasses",
+    "uuid",
+    "random",
+    "decimal",
+    "enum",
+    "datetime",
+    "urllib.parse",
+    "contextlib",
+    "serla._worker",
+    "serla._transport",
+    "serla._retry",
+    "serla._log",
+    "serla._context",
+    "serla._registry",
+)
+# Never needed to create a client, nor (the last two lines) to deliver events over plain HTTP.
+LAZY_AT_CLIENT = (*HEAVY, "logging", "json", "re", "dataclasses", "uuid", "random", "urllib.parse")
+LAZY_AT_CLIENT += ("serla._transport", "serla._retry")
+NOT_FOR_DELIVERY = (*HEAVY[:-1], "logging", "json", "re", "dataclasses", "uuid", "random", "serla._retry")
 
 
 def run(code: str) -> str:
@@ -21,6 +53,49 @@ def test_import_serla_pulls_in_no_heavy_module() -> None:
         f"print([m for m in {HEAVY!r} if m in sys.modules], threading.active_count() - before)\n"
     )
     assert run(code) == "[] 0"
+
+
+# Each check counts only modules loaded after interpreter start: an editable install's path hook (the
+# dev venv's) imports ``re``, ``pathlib`` and ``urllib.parse`` before any user code runs.
+
+
+def test_import_serla_defers_everything_the_api_does_not_need() -> None:
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import serla\n"
+        f"print([m for m in {LAZY_AT_IMPORT!r} if m in sys.modules and m not in before])\n"
+        "from serla import Serla, Config, set_distinct_id, get_default_client\n"  # lazy names resolve
+        "print(callable(set_distinct_id), callable(get_default_client), 'serla._context' in sys.modules)\n"
+    )
+    assert run(code) == "[]\nTrue True True"
+
+
+def test_creating_a_client_loads_only_the_worker() -> None:
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import serla\n"
+        "c = serla.Serla('sk_live_x', host='http://127.0.0.1:9')\n"
+        f"print([m for m in {LAZY_AT_CLIENT!r} if m in sys.modules and m not in before],"
+        " 'serla._worker' in sys.modules)\n"
+    )
+    assert run(code) == "[] True"
+
+
+def test_delivering_over_http_loads_no_http_client_json_or_logging() -> None:
+    # The transport writes and parses HTTP/1.1 itself; a 2xx never touches the retry policy.
+    with SerlaServer(api_keys={"sk_live_x"}) as server:
+        code = (
+            "import sys\n"
+            "before = set(sys.modules)\n"
+            "import serla\n"
+            f"c = serla.Serla('sk_live_x', host={server.url!r})\n"
+            "c.track('e', 'u', {'n': 1})\n"
+            "print(c.flush(10), [m for m in " + repr(NOT_FOR_DELIVERY) + " if m in sys.modules and m not in before])\n"
+        )
+        assert run(code) == "True []"
+        assert [e["name"] for e in server.events] == ["e"]
 
 
 def test_creating_a_client_starts_no_thread_and_loads_no_http_stack() -> None:
@@ -39,3 +114,19 @@ def test_logger_has_only_a_null_handler() -> None:
         "print([type(h).__name__ for h in logging.getLogger('serla').handlers], logging.getLogger().handlers)\n"
     )
     assert run(code) == "['NullHandler'] []"
+
+
+def test_null_handler_is_attached_before_the_first_record_when_logging_comes_later() -> None:
+    # ``import serla`` doesn't import logging; the SDK attaches its NullHandler before it logs anything,
+    # so an unconfigured app still sees nothing (no "last resort" output on stderr).
+    code = (
+        "import sys\n"
+        "import serla\n"
+        "c = serla.Serla('sk_live_x', host='http://127.0.0.1:9', flush_on_exit=False)\n"
+        "print('logging' in sys.modules, c.track('', 'u'))\n"  # dropped: nothing could show the warning
+        "import logging\n"
+        "print(c.track('', 'u'), [type(h).__name__ for h in logging.getLogger('serla').handlers])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split("\n")[:2] == ["False False", "False ['NullHandler']"]
+    assert out.stderr == ""

@@ -191,6 +191,7 @@ def test_identify_of_a_too_long_id_is_refused_by_the_client(serla_events: Captur
     client = serla_events.client
     assert client is not None
     assert client.identify("x" * 300) is False
+    assert client.identify("\x00") is False  # NULs are scrubbed on the wire: it would be empty
     assert serla_events.identities == {}
 
 

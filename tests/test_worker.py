@@ -30,8 +30,12 @@ class ScriptedTransport:
         self.requests: list[tuple[str, dict[str, str], list[dict[str, Any]]]] = []
         self.gate: threading.Event | None = None  # when set, each post waits for it (a hanging server)
         self.cond = threading.Condition()
+        self.entered = 0  # posts begun (before the gate)
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> SendResult:
+        with self.cond:
+            self.entered += 1
+            self.cond.notify_all()
         if self.gate is not None:
             self.gate.wait(10)
         events = json.loads(body)["events"]
@@ -48,6 +52,10 @@ class ScriptedTransport:
         with self.cond:
             return self.cond.wait_for(lambda: len(self.requests) >= n, timeout)
 
+    def wait_entered(self, n: int, timeout: float = 5.0) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.entered >= n, timeout)
+
 
 def make(transport: ScriptedTransport, **kw: Any) -> Serla:
     kw.setdefault("flush_on_exit", False)
@@ -62,14 +70,35 @@ def names(events: list[dict[str, Any]]) -> list[str]:
 
 def test_full_batch_is_sent_without_waiting_for_the_interval() -> None:
     t = ScriptedTransport()
-    c = make(t, batch_size=10)
-    for i in range(25):
+    c = make(t, batch_size=10)  # the interval is 60 s: only batch_size can trigger these sends
+    for i in range(10):
+        c.track(f"e{i}", "u")
+    assert t.wait_requests(1)
+    assert names(t.requests[0][2]) == [f"e{i}" for i in range(10)]
+    for i in range(10, 20):
         c.track(f"e{i}", "u")
     assert t.wait_requests(2)
-    assert [len(evs) for _, _, evs in t.requests[:2]] == [10, 10]
     assert c.flush(5)
-    assert [len(evs) for _, _, evs in t.requests] == [10, 10, 5]
-    assert names([e for _, _, evs in t.requests for e in evs]) == [f"e{i}" for i in range(25)]
+    assert names([e for _, _, evs in t.requests for e in evs]) == [f"e{i}" for i in range(20)]
+    c.shutdown()
+
+
+def test_a_backlog_is_drained_in_requests_of_up_to_100_events() -> None:
+    # batch_size is when a send is triggered, not a cap: a request carries every event waiting when it
+    # is built, up to the server's 100. Here 240 events pile up behind a slow first request.
+    t = ScriptedTransport()
+    t.gate = threading.Event()
+    c = make(t, batch_size=10)
+    for i in range(10):
+        c.track(f"e{i}", "u")
+    assert t.wait_entered(1)  # the first 10 are in flight, held at the gate
+    for i in range(10, 250):
+        c.track(f"e{i}", "u")
+    t.gate.set()
+    assert c.flush(5)
+    assert [len(evs) for _, _, evs in t.requests] == [10, 100, 100, 40]
+    assert names([e for _, _, evs in t.requests for e in evs]) == [f"e{i}" for i in range(250)]
+    assert len({h["X-Idempotency-Key"] for _, h, _ in t.requests}) == 4
     c.shutdown()
 
 
@@ -282,6 +311,8 @@ def test_worker_thread_is_named_daemon_and_started_lazily() -> None:
     [
         (("", "u"), "event must be a non-empty string"),
         ((None, "u"), "event must be a non-empty string"),
+        (("\x00\x00", "u"), "event must be a non-empty string"),  # NULs are scrubbed: it would be empty
+        (("e", "\x00"), "distinct_id must be a non-empty string"),
         (("e", ""), "distinct_id must be a non-empty string"),
         (("e", 42), "distinct_id must be a non-empty string"),
         (("e", None), "distinct_id is required"),
