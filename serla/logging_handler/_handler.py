@@ -19,7 +19,6 @@ Thread invariants:
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import logging
 import os
 import sys
@@ -59,11 +58,12 @@ _BLANK: Final = logging.LogRecord("", logging.NOTSET, "", 0, "", (), None)
 RESERVED_ATTRIBUTES: Final[frozenset[str]] = frozenset(vars(_BLANK)) | {"message", "asctime"}
 """Attribute names of a bare ``LogRecord`` on this Python (so ``taskName`` on 3.12+), plus the two a
 ``Formatter`` adds. Every other attribute of a record is a user ``extra``."""
-del _BLANK
 
+_INIT_ATTRIBUTES: Final = frozenset(vars(_BLANK))  # what LogRecord.__init__ sets, in every record
+_N_INIT: Final = len(_INIT_ATTRIBUTES)
 _IGNORED_NAMES: Final = frozenset(IGNORED_LOGGERS)
 _IGNORED_PREFIXES: Final = tuple(name + "." for name in IGNORED_LOGGERS)
-_EPOCH: Final = _dt.datetime(1970, 1, 1)  # naive UTC
+del _BLANK
 
 
 class _Guard(threading.local):
@@ -75,27 +75,42 @@ class _Guard(threading.local):
 _GUARD: Final = _Guard()
 
 
-class _LoopFilter(logging.Filter):
-    """Drops the records that would feed the SDK's own activity back into it.
+def _from_the_sdk(record: logging.LogRecord) -> bool:
+    """True for a record that would feed the SDK's own activity back into it.
 
-    It is the first filter of every :class:`SerlaHandler` (filters you configure are added after it) and,
-    like every handler filter, runs before ``Handler.handle`` takes the handler lock. It drops records of
-    the loggers in :data:`IGNORED_LOGGERS` (and their children), records emitted on the SDK's own threads,
-    and records emitted on a thread that is already inside a ``SerlaHandler.emit`` (for example by a
-    property value whose ``__str__`` logs).
+    That is a record of a logger in :data:`IGNORED_LOGGERS` (or a child), a record emitted on one of the
+    SDK's own threads, or one emitted on a thread that is already inside a ``SerlaHandler.emit`` (for
+    example by a property value whose ``__str__`` logs). :meth:`SerlaHandler.filter` checks this first,
+    before your filters and before ``Handler.handle`` takes the handler lock.
     """
+    if _GUARD.active:
+        return True
+    name = record.name
+    if name in _IGNORED_NAMES or name.startswith(_IGNORED_PREFIXES):
+        return True
+    thread_name = record.threadName
+    if thread_name is None:  # logging.logThreads = False
+        thread_name = threading.current_thread().name
+    return thread_name.startswith(SDK_THREAD_PREFIX)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Return False for a record that must not reach the handler."""
-        if _GUARD.active:
-            return False
-        name = record.name
-        if name in _IGNORED_NAMES or name.startswith(_IGNORED_PREFIXES):
-            return False
-        thread_name = record.threadName
-        if thread_name is None:  # logging.logThreads = False
-            thread_name = threading.current_thread().name
-        return not thread_name.startswith(SDK_THREAD_PREFIX)
+
+def _extra_keys(values: dict[str, Any]) -> Iterable[str]:
+    """The keys of a record's ``__dict__`` that may be extras, in order (the caller still filters them).
+
+    ``LogRecord.__init__`` sets its attributes first; ``extra``, ``makeLogRecord`` and formatters add
+    theirs after. So the keys after the last ``__init__`` attribute are usually all there is to check,
+    which saves scanning the twenty-odd standard ones. When the count shows anything else before that
+    point (a record factory that sets attributes first), every key is returned.
+    """
+    tail: list[str] = []
+    for key in reversed(values):
+        if key in _INIT_ATTRIBUTES:
+            break
+        tail.append(key)
+    if len(values) - len(tail) != _N_INIT:
+        return values
+    tail.reverse()
+    return tail
 
 
 def _check_keys(option: str, keys: Any) -> tuple[str, ...]:
@@ -277,8 +292,8 @@ class SerlaHandler(logging.Handler):
         self._tracked = 0
         self._owned = False
         self._client: Optional[Serla] = None
+        self._limit: tuple[Any, int] = (None, 0)  # (client, see _queue_limit), replaced whole
         super().__init__(level)  # checks the level before a client is created
-        self.addFilter(_LoopFilter())
         self._client = self._resolve_client(client, api_key, host, client_options)
 
     # -- construction ----------------------------------------------------------------------------------
@@ -352,17 +367,20 @@ class SerlaHandler(logging.Handler):
         return {"tracked": self._tracked, "dropped": dict(self._dropped)}
 
     def filter(self, record: logging.LogRecord) -> Any:
-        """Run the handler's filters, then keep the record only if it names an event.
+        """Drop the SDK's own records, run your filters, then keep the record only if it names an event.
 
         ``Handler.handle`` calls this before it takes the handler lock, so ordinary log lines on the root
-        logger cost no lock. The first filter is the SDK's loop guard; filters you add run after it and may
+        logger cost no lock, and the SDK's flusher thread never waits for it. The SDK's loop guard (see
+        :data:`IGNORED_LOGGERS`) runs first and can't be removed; filters you add run after it and may
         still add the event's keys to the record (they run before the event check).
 
         Returns:
             What the filters returned (a record replacing this one, on Python 3.12+) when the record names
             an event, else False.
         """
-        rv = logging.Filterer.filter(self, record)
+        if _from_the_sdk(record):
+            return False
+        rv = logging.Filterer.filter(self, record) if self.filters else True
         if not rv:
             return rv
         if self._all_records_as is not None:
@@ -440,6 +458,17 @@ class SerlaHandler(logging.Handler):
     def _wait_budget(self) -> Optional[float]:
         return 0.0 if _inside_logging_configuration() else self._flush_timeout
 
+    def _queue_limit(self, client: Serla) -> int:
+        """The pending count at which a record is dropped rather than tracked; 0: never.
+
+        ``track()`` waits for room in a full queue only when the client's ``block_on_full_seconds`` is
+        above zero; only then does ``emit`` check the pending count first (racy but cheap).
+        """
+        config = client.config
+        limit = config.max_queue_size if config.block_on_full_seconds > 0 else 0
+        self._limit = (client, limit)
+        return limit
+
     def _drop(self, reason: str) -> None:
         """Count a dropped record (caller: ``emit``, under the handler lock)."""
         self._dropped[reason] = self._dropped.get(reason, 0) + 1
@@ -467,7 +496,7 @@ class SerlaHandler(logging.Handler):
             if value and isinstance(value, str):
                 return value
         msg = record.msg
-        if isinstance(msg, Mapping) and not record.args:
+        if type(msg) is not str and isinstance(msg, Mapping) and not record.args:
             structlog = "_logger" in values  # structlog's ProcessorFormatter.wrap_for_formatter
             for key in self._event_keys:
                 if structlog and key == "event":
@@ -486,7 +515,7 @@ class SerlaHandler(logging.Handler):
         msg = record.msg
         exc_info: Any = record.exc_info
         message: Optional[str]
-        if isinstance(msg, Mapping) and not record.args:
+        if type(msg) is not str and isinstance(msg, Mapping) and not record.args:
             # A dict message (structlog's wrap_for_formatter, JSON-logger style): its items are fields.
             fields = dict(msg)
             if "_logger" in values:
@@ -536,8 +565,9 @@ class SerlaHandler(logging.Handler):
                 if client is None:
                     self._drop("no_client")
                     return
-        if client.pending_count() >= client.config.max_queue_size:
-            self._drop("queue_full")  # track() could wait for room: a handler must not
+        limit = self._limit[1] if self._limit[0] is client else self._queue_limit(client)
+        if limit and client.pending_count() >= limit:
+            self._drop("queue_full")  # track() would wait for room: a handler must not
             return
 
         props: dict[str, Any] = {}
@@ -548,19 +578,17 @@ class SerlaHandler(logging.Handler):
         if exc_info:
             _exception_properties(props, exc_info, record.exc_text)
         skip = self._skip
-        for key, value in fields.items():
+        for key in _extra_keys(fields) if fields is values else fields:
             if key not in skip and key[:1] != "_":
-                props[key] = value
+                props[key] = fields[key]
         nested = fields.get(PROPERTIES_KEY)
         if nested is not None:
             if isinstance(nested, Mapping):
                 props.update(nested)
             else:
                 props[PROPERTIES_KEY] = nested
-        # A naive UTC datetime is the cheapest timestamp type for track() to format (the same arithmetic
-        # track() applies to epoch seconds, at a quarter of the cost).
-        when = _EPOCH + _dt.timedelta(seconds=record.created)
-        if client.track(name, distinct_id, props, when):
+        # Epoch seconds: the timestamp type track() formats fastest.
+        if client.track(name, distinct_id, props, record.created):
             self._tracked += 1
         else:
             self._drop("rejected")

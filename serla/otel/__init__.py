@@ -36,8 +36,11 @@ try:
 except ImportError as _exc:
     if (_exc.name or "").split(".")[0] not in ("opentelemetry", "wrapt", "typing_extensions"):
         raise
-    raise ImportError(
-        f"serla.otel needs opentelemetry-api, opentelemetry-sdk and wrapt: {_EXTRA} ({_exc})"
+    # A ModuleNotFoundError (an ImportError) so that opentelemetry-instrument, which loads the
+    # ``serla`` instrumentor entry point, skips it quietly instead of logging a traceback.
+    raise ModuleNotFoundError(
+        f"serla.otel needs opentelemetry-api, opentelemetry-sdk and wrapt: {_EXTRA} ({_exc})",
+        name=_exc.name,
     ) from _exc
 
 if TYPE_CHECKING:
@@ -50,8 +53,9 @@ def __getattr__(name: str) -> Any:
         try:
             from serla.otel._instrument import SerlaInstrumentor
         except ImportError as exc:
-            raise ImportError(
-                f"serla.otel.SerlaInstrumentor needs opentelemetry-instrumentation: {_EXTRA} ({exc})"
+            raise ModuleNotFoundError(
+                f"serla.otel.SerlaInstrumentor needs opentelemetry-instrumentation: {_EXTRA} ({exc})",
+                name=exc.name,
             ) from exc
         return SerlaInstrumentor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

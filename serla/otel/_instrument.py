@@ -23,7 +23,7 @@ import serla._client
 from serla._context import get_distinct_id
 from serla._encode import encode, sanitize
 from serla._log import logger
-from serla.otel._translate import GUARD, TRACKED_MARKER
+from serla.otel._translate import GUARD, HOOK, TRACKED_MARKER
 
 DISTINCT_ID_ATTRIBUTE: Final = "serla.distinct_id"
 _PRIMITIVES: Final = (str, bool, int, float)
@@ -86,9 +86,11 @@ class SerlaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         wrapper = _make_wrapper(bool(kwargs.get("properties", True)), bool(kwargs.get("distinct_id", True)))
         # wrapt 2.x renamed the first parameter (module -> target): pass it positionally.
         wrapt.wrap_function_wrapper(serla._client, "Serla.track", wrapper)
+        HOOK.active = True  # from now on the translators mark their own track() calls (GUARD)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         unwrap(serla._client.Serla, "track")
+        HOOK.active = False
 
 
 def _make_wrapper(with_properties: bool, with_distinct_id: bool) -> Callable[..., Any]:

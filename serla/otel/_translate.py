@@ -5,18 +5,36 @@ is :meth:`SpanTranslator.on_span`, called once per ended span: a span with no ev
 whole) costs a few attribute reads and returns. Everything that reaches ``Serla.track()`` is then encoded
 once, on the calling thread, like any other ``track()``.
 
+Fast path: the SDK's public span properties copy (``ReadableSpan.events`` builds a tuple under a lock,
+``attributes`` wraps a ``MappingProxyType``), which costs more than the rest of the translation. For the
+SDK's own span, event and attribute classes, ``on_span`` reads the fields behind those properties instead
+(``_events``, ``_attributes``, ...), read-only: an ended span is immutable. :func:`_sdk_layout_ok` checks
+once, on real SDK objects, that those fields hold exactly what the properties return; a span class that
+overrides a property, or an SDK whose layout differs, takes the public path, with the same result.
+
 Thread invariant: every method may be called from any thread at once. Mutable state is limited to the drop
-counters (under ``_lock``) and two one-entry caches (the last resource's ``service.name``, the last client's
-``max_queue_size``), each a tuple replaced in one assignment, so a reader never sees half of one.
+counters (under ``_lock``), the per-class fast-path verdicts (a dict only ever given the same value for a
+key) and one-entry caches (the last resource's ``service.name``, the last client's queue limit, the last
+trace id's hex), each a tuple replaced in one assignment, so a reader never sees half of one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import threading
+import weakref
 from collections.abc import Collection, Mapping
+from types import MappingProxyType
 from typing import Any, Callable, Final, Optional, Union
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event as SdkEvent
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import SpanContext, TraceFlags
 
 from serla import _registry
 from serla._client import Serla
@@ -42,6 +60,8 @@ SpanSelector = Union[None, bool, Collection[str], Callable[[Any], bool]]
 """Which whole spans become events: ``None``/``False`` none, ``True`` all, span names, or a predicate."""
 
 _STATUS_NAMES: Final = {0: "unset", 1: "ok", 2: "error"}
+_EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+_MISSING: Final = object()
 
 
 class _Guard(threading.local):
@@ -50,18 +70,84 @@ class _Guard(threading.local):
     busy = False
 
 
+class _Hook:
+    """Whether :class:`~serla.otel.SerlaInstrumentor` is installed (it sets ``active``).
+
+    Only then do the translators set :data:`GUARD` around their ``track()`` calls.
+    """
+
+    active = False
+
+
 GUARD: Final = _Guard()
+HOOK: Final = _Hook()
+
+_SPAN_PROPERTIES: Final = ("context", "name", "attributes", "events", "resource")
 
 
-def _as_dict(attributes: Any) -> dict[str, Any]:
-    """A plain dict copy of an OTel attribute mapping (``BoundedAttributes``, mappingproxy, dict or None)."""
+def _sdk_layout_ok() -> bool:
+    """True when the SDK's span, event and attribute classes keep what their properties return in the
+    private fields :meth:`SpanTranslator.on_span` reads. Checked once, on real SDK objects."""
+    try:
+        event_attrs: Any = BoundedAttributes(attributes={"k": "v"}, immutable=True)
+        event: Any = SdkEvent("probe", event_attrs, 7)
+        events: Any = BoundedList(4)
+        events.append(event)
+        context = SpanContext(1, 2, False, TraceFlags(TraceFlags.SAMPLED))
+        span: Any = ReadableSpan(
+            "probe",
+            context,
+            resource=Resource({"service.name": "probe"}),
+            attributes=BoundedAttributes(attributes={"user.id": "u"}),
+            events=events,
+        )
+        return (
+            span._context is span.context
+            and span._name == span.name
+            and span._resource is span.resource
+            and tuple(span._events._dq) == span.events
+            and type(span._events) is BoundedList
+            and type(span._attributes) is BoundedAttributes
+            and type(span._attributes._dict) is dict
+            and span._attributes._dict == dict(span.attributes)
+            and event._name == event.name
+            and event._timestamp == event.timestamp
+            and event._attributes is event.attributes
+            and type(event_attrs._dict) is dict
+            and event_attrs._dict == dict(event.attributes)
+        )
+    except Exception:  # pragma: no cover - an SDK that builds these differently: public path only
+        return False
+
+
+_LAYOUT_OK: Final = _sdk_layout_ok()
+_READABLE_PROPERTIES: Final = {name: ReadableSpan.__dict__.get(name) for name in _SPAN_PROPERTIES}
+_FAST_SPAN_CLASSES: dict[type, bool] = {}  # span class -> whether its fields may be read directly
+
+
+def _fast_class(cls: type) -> bool:
+    """Whether spans of ``cls`` may take the fast path: a ``ReadableSpan`` not overriding its properties."""
+    ok = (
+        _LAYOUT_OK
+        and issubclass(cls, ReadableSpan)
+        and all(inspect.getattr_static(cls, n, None) is _READABLE_PROPERTIES[n] for n in _SPAN_PROPERTIES)
+    )
+    _FAST_SPAN_CLASSES[cls] = ok
+    return ok
+
+
+def _plain(attributes: Any) -> Mapping[str, Any]:
+    """A read-only plain mapping of OTel attributes (``BoundedAttributes``, mappingproxy, dict or None).
+
+    It may be the attributes' own dict: never mutate it.
+    """
+    kind = type(attributes)
+    if kind is dict:
+        return attributes  # type: ignore[no-any-return]
+    if kind is BoundedAttributes and _LAYOUT_OK:
+        return attributes._dict  # type: ignore[no-any-return]
     if not attributes:
-        return {}
-    copy = getattr(attributes, "copy", None)  # BoundedAttributes.copy() and mappingproxy.copy() give a dict
-    if copy is not None:
-        copied = copy()
-        if type(copied) is dict:
-            return copied
+        return _EMPTY
     return dict(attributes)
 
 
@@ -73,13 +159,15 @@ def _from_ns(ns: int | None) -> float | None:
 
 
 def _id_from(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    """The first usable distinct_id among ``keys``: a non-empty string, or a number as text."""
     for key in keys:
         value = attributes.get(key)
-        if value is None or value == "":
+        if value is None:
             continue
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if type(value) is str or isinstance(value, str):
+            if value:
+                return value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
     return None
 
@@ -138,8 +226,20 @@ class _Base:
         self._wait_for_room = wait_for_room
         self._lock = threading.Lock()
         self._dropped: dict[str, int] = {}
+        if hasattr(os, "register_at_fork"):
+            # A forked child gets a fresh lock (another thread may have held the parent's at the fork) and
+            # its own counters, like the client's pipeline.
+            ref = weakref.ref(self)
+
+            def _child() -> None:
+                translator = ref()
+                if translator is not None:
+                    translator._lock = threading.Lock()
+                    translator._dropped = {}
+
+            os.register_at_fork(after_in_child=_child)
         self._service: tuple[Any, Any] = (None, None)  # (resource, its service.name)
-        self._limit: tuple[Any, int] = (None, 0)  # (client, its max_queue_size)
+        self._limit: tuple[Any, int] = (None, 0)  # (client, see _queue_limit)
 
     @property
     def distinct_id_keys(self) -> tuple[str, ...]:
@@ -209,14 +309,25 @@ class _Base:
         self._service = (resource, name)
         return name
 
+    def _queue_limit(self, client: Serla) -> int:
+        """The pending count at which an event must be dropped rather than tracked; 0: never.
+
+        ``track()`` waits for room in a full queue only when ``block_on_full_seconds`` is above zero;
+        a translator that must not wait (a processor, on the application's thread) then checks the
+        client's pending count first (racy but cheap: at worst one ``track()`` waits briefly).
+        """
+        cached = self._limit
+        if cached[0] is client:
+            return cached[1]
+        config = client.config
+        limit = 0 if self._wait_for_room or config.block_on_full_seconds <= 0 else config.max_queue_size
+        self._limit = (client, limit)
+        return limit
+
     def _room(self, client: Serla) -> bool:
-        """False when the queue is full and waiting is not allowed (a racy but cheap pre-check)."""
-        if self._wait_for_room:
-            return True
-        limit = self._limit
-        if limit[0] is not client:
-            limit = self._limit = (client, client.config.max_queue_size)
-        return client.pending_count() < limit[1]
+        """False when the queue is full and waiting is not allowed."""
+        limit = self._queue_limit(client)
+        return not limit or client.pending_count() < limit
 
     def _distinct_id(self, *attribute_maps: Mapping[str, Any]) -> str | None:
         keys = self._keys
@@ -299,75 +410,131 @@ class SpanTranslator(_Base):
                 "serla.otel: spans must be None, a bool, a collection of span names or a callable"
             )
         self._idle = not self._span_events and not self._all_spans and self._span_pick is None
+        self._trace: tuple[int, str] = (-1, "")  # (the last trace id, its hex)
 
     def on_span(self, span: Any) -> None:
         """Track the events of one ended span (the hot path). Called by the processor and the exporter."""
         if self._idle:
             return
-        ctx = span.context
-        if ctx is None or not ctx.trace_flags.sampled:
-            return
-        events = span.events if self._span_events else ()
-        whole = self._all_spans or (self._span_pick is not None and self._span_pick(span))
+        fast = _FAST_SPAN_CLASSES.get(type(span))
+        if fast is None:
+            fast = _fast_class(type(span))
+        if fast:
+            ctx = span._context
+            if ctx is None or not ctx.trace_flags & 1:
+                return
+            events: Any = span._events if self._span_events else ()
+            if type(events) is BoundedList:
+                events = events._dq  # type: ignore[attr-defined]  # ended: nothing appends any more
+        else:
+            ctx = span.context
+            if ctx is None or not ctx.trace_flags.sampled:
+                return
+            events = span.events if self._span_events else ()
+        pick = self._span_pick
+        whole = self._all_spans or (pick is not None and pick(span))
         if not events and not whole:
             return
-        client = self.client()
+        client = self._client
         if client is None:
-            self._drop("no_client", len(events) + whole)
-            return
-        span_attrs = _as_dict(span.attributes)
-        base = self._span_properties(span_attrs)
-        fixed = {
-            "trace_id": "%032x" % ctx.trace_id,
-            "span_id": "%016x" % ctx.span_id,
-            "span_name": span.name,
-        }
-        service = self._service_name(span.resource)
-        if service is not None:
-            fixed["service.name"] = service
-        keys = self._keys
+            client = self.client()
+            if client is None:
+                self._drop("no_client", len(events) + whole)
+                return
+        if fast:
+            span_attrs = _plain(span._attributes)
+            span_name = span._name
+            resource = span._resource
+        else:
+            span_attrs = _plain(span.attributes)
+            span_name = span.name
+            resource = span.resource
+        base = span_attrs if self._attr_all else self._span_properties(span_attrs)
+        trace_id = ctx.trace_id
+        cached = self._trace
+        if cached[0] == trace_id:  # the spans of one trace often end one after another
+            trace_hex = cached[1]
+        else:
+            trace_hex = trace_id.to_bytes(16, "big").hex()  # twice as fast as "%032x"
+            self._trace = (trace_id, trace_hex)
+        span_hex = ctx.span_id.to_bytes(8, "big").hex()
+        cached = self._service
+        service = cached[1] if cached[0] is resource else self._service_name(resource)
+        limit = self._limit[1] if self._limit[0] is client else self._queue_limit(client)
+        pending = client.pending_count
         track = client.track
-        room = self._room
-        GUARD.busy = True
+        keys = self._keys
+        span_user: Any = _MISSING
+        guarded = HOOK.active
+        if guarded:
+            GUARD.busy = True
         try:
+            ev_attrs: Any
             for event in events:
-                ev_attrs = event.attributes
-                if ev_attrs:
-                    ev_props = _as_dict(ev_attrs)
-                    if TRACKED_MARKER in ev_props:
-                        continue
-                    distinct_id = _id_from(ev_props, keys) or _id_from(span_attrs, keys)
+                if type(event) is SdkEvent and _LAYOUT_OK:
+                    name = event._name
+                    ev_attrs = event._attributes
+                    ns = event._timestamp
                 else:
-                    ev_props = {}
-                    distinct_id = _id_from(span_attrs, keys)
+                    name = event.name
+                    ev_attrs = event.attributes
+                    ns = event.timestamp
+                kind = type(ev_attrs)
+                if kind is BoundedAttributes and _LAYOUT_OK:
+                    ev_attrs = ev_attrs._dict
+                elif kind is not dict:
+                    ev_attrs = _plain(ev_attrs)
+                distinct_id = None
+                if ev_attrs:
+                    if TRACKED_MARKER in ev_attrs:
+                        continue
+                    distinct_id = _id_from(ev_attrs, keys)
                 if distinct_id is None:
-                    distinct_id = get_distinct_id() or self._fallback
+                    if span_user is _MISSING:
+                        span_user = _id_from(span_attrs, keys) if span_attrs else None
+                    distinct_id = span_user or get_distinct_id() or self._fallback
                     if distinct_id is None:
                         self._drop("no_distinct_id")
                         continue
-                if not room(client):
+                if limit and pending() >= limit:
                     self._drop("queue_full")
                     continue
-                name = event.name
+                props = dict(base) if base else {}
+                if ev_attrs:
+                    props.update(ev_attrs)
+                props["trace_id"] = trace_hex
+                props["span_id"] = span_hex
+                props["span_name"] = span_name
+                if service is not None:
+                    props["service.name"] = service
                 if name == "exception":
                     name = EXCEPTION_EVENT
-                if not track(name, distinct_id, {**base, **ev_props, **fixed}, _from_ns(event.timestamp)):
+                if not track(name, distinct_id, props, ns / 1e9 if ns else None):
                     self._drop("rejected")
             if whole:
+                fixed = {"trace_id": trace_hex, "span_id": span_hex, "span_name": span_name}
+                if service is not None:
+                    fixed["service.name"] = service
                 self._track_span(client, span, span_attrs, base, fixed)
         finally:
-            GUARD.busy = False
+            if guarded:
+                GUARD.busy = False
 
-    def _span_properties(self, span_attrs: dict[str, Any]) -> dict[str, Any]:
+    def _span_properties(self, span_attrs: Mapping[str, Any]) -> Mapping[str, Any]:
         if self._attr_none or not span_attrs:
-            return {}
+            return _EMPTY
         keep = self._attr_keep
         if keep is None:
             return span_attrs
         return {k: v for k, v in span_attrs.items() if keep(k)}
 
     def _track_span(
-        self, client: Serla, span: Any, attributes: Any, base: dict[str, Any], fixed: dict[str, Any]
+        self,
+        client: Serla,
+        span: Any,
+        attributes: Mapping[str, Any],
+        base: Mapping[str, Any],
+        fixed: dict[str, Any],
     ) -> None:
         distinct_id = self._distinct_id(attributes)
         if distinct_id is None:
@@ -418,7 +585,7 @@ class LogTranslator(_Base):
         (1.39+), a ``LogData`` (older), or a bare ``LogRecord``; each has (or is) a ``log_record``.
         """
         record = getattr(item, "log_record", item)
-        attributes = record.attributes
+        attributes = _plain(record.attributes)
         name = getattr(record, "event_name", None)
         name_key = None
         if not name and attributes:
@@ -429,19 +596,23 @@ class LogTranslator(_Base):
                     break
         if not name or not isinstance(name, str):
             return
-        client = self.client()
+        client = self._client
         if client is None:
-            self._drop("no_client")
-            return
-        props = _as_dict(attributes)
-        if name_key is not None:
-            props.pop(name_key, None)
+            client = self.client()
+            if client is None:
+                self._drop("no_client")
+                return
+        if name_key is not None:  # the attribute that named the event is not a property
+            attributes = {k: v for k, v in attributes.items() if k != name_key}
         body = record.body
         if isinstance(body, Mapping):
-            props = {**{str(k): v for k, v in body.items()}, **props}
-        elif body is not None:
-            props.setdefault("body", body)
-        distinct_id = self._distinct_id(props)
+            props = {str(k): v for k, v in body.items()}
+            props.update(attributes)
+        else:
+            props = dict(attributes)
+            if body is not None:
+                props.setdefault("body", body)
+        distinct_id = _id_from(props, self._keys) or get_distinct_id() or self._fallback
         if distinct_id is None:
             self._drop("no_distinct_id")
             return
@@ -456,13 +627,17 @@ class LogTranslator(_Base):
                 props["span_id"] = "%016x" % span_id
         resource = getattr(item, "resource", None) or getattr(record, "resource", None)
         if resource is not None:
-            service = self._service_name(resource)
+            cached = self._service
+            service = cached[1] if cached[0] is resource else self._service_name(resource)
             if service is not None:
                 props["service.name"] = service
         ns = record.timestamp or getattr(record, "observed_timestamp", None)
-        GUARD.busy = True
+        guarded = HOOK.active
+        if guarded:
+            GUARD.busy = True
         try:
-            if not client.track(name, distinct_id, props, _from_ns(ns)):
+            if not client.track(name, distinct_id, props, ns / 1e9 if ns else None):
                 self._drop("rejected")
         finally:
-            GUARD.busy = False
+            if guarded:
+                GUARD.busy = False

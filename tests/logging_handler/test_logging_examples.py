@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,7 +16,8 @@ import pytest
 from serla._server import SerlaServer
 
 KEY = "sk_live_logging_examples"
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
 
 
 @pytest.fixture
@@ -133,3 +136,37 @@ def test_exit_ordering_a_record_logged_after_the_clients_exit_hook_still_arrives
         """,
     )
     assert sorted(e["name"] for e in server.events) == ["early_event", "late_event"]
+
+
+def documented_example() -> tuple[str, dict[str, object], str]:
+    """The handler's first example (code, the JSON shown for it) and the text around it: from
+    docs/logging_handler.md, or from the README once that text is merged into it."""
+    for doc in (ROOT / "docs" / "logging_handler.md", ROOT / "README.md"):
+        if not doc.exists():
+            continue
+        text = doc.read_text(encoding="utf-8")
+        found = re.search(
+            r"```python\n(.*?SerlaHandler\(serla\).*?)```\s*arrives as\s*```json\n(.*?)```", text, re.S
+        )
+        if found:
+            return found.group(1), json.loads(found.group(2)), text
+    pytest.fail("the documented SerlaHandler example is in neither docs/logging_handler.md nor README.md")
+
+
+def test_the_documented_example_arrives_as_shown(server: SerlaServer) -> None:
+    """The mapping's worked example in the docs is what the handler really sends."""
+    code, shown, _ = documented_example()
+    runnable = code.replace('Serla("sk_live_...")', f"Serla({KEY!r}, host={server.url!r})")
+    assert runnable != code
+    run(server, code=runnable)  # nothing flushed by hand: the client's exit hook delivers
+    [event] = server.events
+    assert event == {**shown, "timestamp": event["timestamp"]}
+
+
+def test_the_documented_defaults_are_the_codes() -> None:
+    from serla.logging_handler import DEFAULT_DISTINCT_ID_KEYS, DEFAULT_EVENT_KEYS, IGNORED_LOGGERS
+
+    _, _, text = documented_example()
+    assert f"| `event_keys` | `{json.dumps(list(DEFAULT_EVENT_KEYS))}` |" in text
+    assert f"| `distinct_id_keys` | `{json.dumps(list(DEFAULT_DISTINCT_ID_KEYS))}` |" in text
+    assert all(f"`{name}`" in text for name in IGNORED_LOGGERS)

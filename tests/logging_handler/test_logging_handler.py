@@ -451,6 +451,107 @@ def test_records_of_the_sdk_and_its_http_stack_are_ignored(server: SerlaServer, 
     assert [e["name"] for e in delivered(server, client)] == ["kept"]
 
 
+def test_the_loop_guard_runs_before_your_filters_and_cannot_be_removed(
+    server: SerlaServer, client: Serla
+) -> None:
+    class Counting(logging.Filter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: list[str] = []
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            self.names.append(record.name)
+            return True
+
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    handler = SerlaHandler(client)
+    mine = Counting()
+    handler.addFilter(mine)
+    root.addHandler(handler)
+    extra = {"event": "loop", "distinct_id": "u"}
+    logging.getLogger("serla.worker").warning("x", extra=extra)
+    handler.filters.clear()  # removing every filter leaves the guard in place
+    logging.getLogger("urllib3.connectionpool").warning("x", extra=extra)
+    logging.getLogger("app").warning("x", extra={"event": "kept", "distinct_id": "u"})
+    assert mine.names == []  # the SDK's record never reached the user's filter
+    assert [e["name"] for e in delivered(server, client)] == ["kept"]
+
+
+def test_the_sdk_check_and_the_event_check_run_before_the_handler_lock(
+    server: SerlaServer, client: Serla
+) -> None:
+    """While another thread holds the handler lock (as logging.shutdown() does while it flushes), the SDK's
+    own records and ordinary log lines are dropped without waiting for it; only an event waits."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    handler = SerlaHandler(client)
+    root.addHandler(handler)
+    event = {"event": "loop", "distinct_id": "u"}
+
+    def on_thread(fn: Any, name: str = "app-worker") -> threading.Event:
+        finished = threading.Event()
+
+        def run() -> None:
+            fn()
+            finished.set()
+
+        threading.Thread(target=run, name=name, daemon=True).start()
+        return finished
+
+    must_not_wait = {
+        "the serla logger": lambda: logging.getLogger("serla.worker").warning("x", extra=event),
+        "http.client": lambda: logging.getLogger("http.client").warning("x", extra=event),
+        "an ordinary line": lambda: logging.getLogger("app").info("checkout started"),
+    }
+    handler.acquire()
+    try:
+        for what, fn in must_not_wait.items():
+            assert on_thread(fn).wait(10), f"{what} waited for the handler lock"
+        flusher = on_thread(lambda: logging.getLogger("app").warning("x", extra=event), name="serla-flusher")
+        assert flusher.wait(10), "a record of the SDK's thread waited for the handler lock"
+        real = on_thread(
+            lambda: logging.getLogger("app").info("x", extra={"event": "real", "distinct_id": "u"})
+        )
+        assert not real.wait(0.2)  # an event does take the lock (so the checks above could have failed)
+    finally:
+        handler.release()
+    assert real.wait(10)
+    assert [e["name"] for e in delivered(server, client)] == ["real"]
+
+
+def test_extras_set_before_the_standard_attributes_are_kept(
+    server: SerlaServer, client: Serla, log: logging.Logger
+) -> None:
+    """A record class that sets attributes before LogRecord.__init__ puts them ahead of the standard ones."""
+
+    class EarlyRecord(logging.LogRecord):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.request_id = "req-1"
+            super().__init__(*args, **kwargs)
+            self.region = "eu"
+
+    attach(log, SerlaHandler(client))
+    old = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(EarlyRecord)
+    try:
+        log.info("x", extra={"event": "e", "distinct_id": "u", "plan": "pro"})
+    finally:
+        logging.setLogRecordFactory(old)
+    made = {"name": log.name, "levelno": logging.INFO, "levelname": "INFO", "msg": "made"}
+    log.handle(logging.makeLogRecord({**made, "event": "made", "distinct_id": "u", "n": 1}))
+    events = delivered(server, client)
+    assert events[0]["properties"] == {
+        "message": "x",
+        "level": "INFO",
+        "logger": log.name,
+        "request_id": "req-1",
+        "region": "eu",
+        "plan": "pro",
+    }
+    assert events[1]["properties"] == {"message": "made", "level": "INFO", "logger": log.name, "n": 1}
+
+
 def test_a_record_logged_while_building_an_event_is_dropped_not_recursed(
     server: SerlaServer, client: Serla, log: logging.Logger
 ) -> None:
@@ -721,8 +822,7 @@ def test_dictconfig_with_an_ext_client_a_factory_and_a_user_filter(
             filters={"mark": {"()": "serla_logging_test_app.MarkSignups"}},
         )
         assert handler.client is client and not handler.owns_client
-        # The SDK's loop filter comes first; the users' filters are added after it.
-        assert [type(f).__name__ for f in handler.filters] == ["_LoopFilter", "MarkSignups"]
+        assert [type(f).__name__ for f in handler.filters] == ["MarkSignups"]
         logging.getLogger("cfg").info("signup: %s", "bob", extra={"distinct_id": "bob"})
         logging.getLogger("cfg").info("other line", extra={"distinct_id": "bob"})
         assert [e["name"] for e in delivered(server, client)] == ["signup_completed"]

@@ -13,6 +13,7 @@ from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 import serla
 from serla._server import SerlaServer
@@ -94,6 +95,35 @@ def test_records_inside_a_span_carry_its_ids(logs: Any, server: SerlaServer) -> 
     assert props["trace_id"] == f"{ctx.trace_id:032x}"
     assert props["span_id"] == f"{ctx.span_id:016x}"
     tracer_provider.shutdown()
+
+
+def test_records_do_not_depend_on_trace_sampling(logs: Any, server: SerlaServer) -> None:
+    """Ratio sampling thins traces, not product events: a log-based event inside an unsampled span is
+    still sent (with that span's ids), unlike the span's own events."""
+    provider, _ = logs
+    tracer_provider = TracerProvider(sampler=ALWAYS_OFF, shutdown_on_exit=False)
+    with tracer_provider.get_tracer("t").start_as_current_span("s") as span:
+        provider.get_logger("shop").emit(event_name="order_placed", attributes={"user.id": "u"})
+        span.add_event("not_recorded")
+        ctx = span.get_span_context()
+    assert not ctx.trace_flags.sampled
+    assert provider.force_flush(5000)
+    [event] = server.events
+    assert event["name"] == "order_placed"
+    assert event["properties"]["trace_id"] == f"{ctx.trace_id:032x}"
+    tracer_provider.shutdown()
+
+
+def test_body_keys_name_the_user_and_attributes_win(logs: Any, server: SerlaServer) -> None:
+    provider, _ = logs
+    logger = provider.get_logger("shop")
+    logger.emit(event_name="from_body", body={"user.id": "body-user", "n": 1})
+    logger.emit(event_name="attribute_wins", body={"user.id": "body-user"}, attributes={"user.id": "attr"})
+    assert provider.force_flush(5000)
+    assert {e["name"]: e["distinctId"] for e in server.events} == {
+        "from_body": "body-user",
+        "attribute_wins": "attr",
+    }
 
 
 def test_distinct_id_from_context_then_fallback(client: serla.Serla, server: SerlaServer) -> None:

@@ -10,15 +10,18 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk.trace")
 
+from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import EventBase, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision, Sampler, SamplingResult
 from opentelemetry.trace import Status, StatusCode
 
 import serla
 from serla._server import Fault, SerlaServer
 from serla.otel import SerlaSpanExporter, SerlaSpanProcessor
+from serla.otel._translate import _fast_class
 
 T0 = 1_700_000_000_123_456_789  # ns: 2023-11-14T22:13:20.123Z
 T0_TEXT = "2023-11-14T22:13:20.123Z"
@@ -277,6 +280,108 @@ def test_processor_never_waits_for_room(server: SerlaServer, api_key: str) -> No
     finally:
         server.stop()
         client.shutdown(timeout=0.5)
+
+
+def test_with_block_on_full_zero_the_client_itself_refuses(server: SerlaServer, api_key: str) -> None:
+    """block_on_full_seconds=0: track() never waits, so the processor skips its pre-check; the client
+    refuses the overflow (its own queue_full) and the processor counts it as rejected."""
+    client = serla.Serla(
+        api_key, host=server.url, max_queue_size=2, batch_size=1, block_on_full_seconds=0, flush_on_exit=False
+    )
+    server.inject(Fault(hang=True))
+    try:
+        assert client.track("first", "u")
+        assert server.wait_for_requests(1, timeout=5)
+        processor = SerlaSpanProcessor(client)
+        provider = make_provider(processor)
+        with provider.get_tracer("t").start_as_current_span("s", attributes={"user.id": "u"}) as s:
+            for name in ("a", "b", "c"):
+                s.add_event(name)
+        assert processor.stats()["dropped"] == {"rejected": 2}
+        assert client.stats()["dropped"]["queue_full"] == 2
+    finally:
+        server.stop()
+        client.shutdown(timeout=0.5)
+
+
+def test_interleaved_traces_keep_their_own_ids(client: serla.Serla, server: SerlaServer) -> None:
+    provider = make_provider(SerlaSpanProcessor(client))
+    tracer = provider.get_tracer("t")
+    user = {"user.id": "u"}
+    a = tracer.start_span("a", attributes=user)
+    b = tracer.start_span("b", attributes=user)
+    a_child = tracer.start_span("a_child", context=trace.set_span_in_context(a), attributes=user)
+    b_child = tracer.start_span("b_child", context=trace.set_span_in_context(b), attributes=user)
+    spans = (a_child, b_child, a, b)  # ended alternating between the two traces
+    for span in spans:
+        span.add_event(f"{span.name}_event")
+        span.end()
+    assert provider.force_flush(5000)
+    provider.shutdown()
+    got = {e["name"]: (e["properties"]["trace_id"], e["properties"]["span_id"]) for e in server.events}
+    assert got == {
+        f"{span.name}_event": (
+            f"{span.get_span_context().trace_id:032x}",
+            f"{span.get_span_context().span_id:016x}",
+        )
+        for span in spans
+    }
+    assert len({trace_id for trace_id, _ in got.values()}) == 2
+
+
+class _PublicOnly(ReadableSpan):
+    """A span class that overrides a property: the translator may read it only through its properties."""
+
+    @property
+    def events(self) -> Any:
+        return tuple(self._events)
+
+
+class _PlainEvent(EventBase):
+    """A span event that is not the SDK's ``Event``, with plain-dict (or no) attributes."""
+
+    def __init__(self, name: str, attributes: Any, timestamp: int) -> None:
+        super().__init__(name, timestamp)
+        self._plain = attributes
+
+    @property
+    def attributes(self) -> Any:
+        return self._plain
+
+
+def test_any_span_or_event_class_translates_like_the_sdk_one(
+    client: serla.Serla, server: SerlaServer
+) -> None:
+    """The SDK's own spans take a fast path that reads their fields; other classes use the public
+    properties. Both must give the same events."""
+    memory = InMemorySpanExporter()
+    provider = make_provider(SimpleSpanProcessor(memory))
+    with provider.get_tracer("t").start_as_current_span("s", attributes={"user.id": "u", "n": 1}) as span:
+        span.add_event("first", {"k": "v", "enduser.id": "e"}, timestamp=T0)
+        span.add_event("second", timestamp=T0)
+    provider.shutdown()
+    [sdk_span] = memory.get_finished_spans()
+    copy = _PublicOnly(
+        name=sdk_span.name,
+        context=sdk_span.context,
+        resource=sdk_span.resource,
+        attributes=dict(sdk_span.attributes or {}),
+        events=[
+            _PlainEvent(e.name, dict(e.attributes) if e.attributes else None, T0) for e in sdk_span.events
+        ],
+        start_time=sdk_span.start_time,
+        end_time=sdk_span.end_time,
+    )
+    assert _fast_class(type(sdk_span)) and not _fast_class(_PublicOnly)
+    exporter = SerlaSpanExporter(client)
+    assert exporter.export([sdk_span]).name == "SUCCESS"
+    assert client.flush(5)
+    fast = list(server.events)
+    server.clear()
+    assert exporter.export([copy]).name == "SUCCESS"
+    assert client.flush(5)
+    assert server.events == fast
+    assert [(e["name"], e["distinctId"]) for e in fast] == [("first", "e"), ("second", "u")]
 
 
 def test_processor_shutdown_flushes_and_stops(client: serla.Serla, server: SerlaServer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,9 @@ from serla._server import SerlaServer
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "examples" / "otel_auto_instrument_app.py"
 INSTRUMENT = Path(sys.executable).with_name("opentelemetry-instrument")
+needs_instrument = pytest.mark.skipif(
+    not INSTRUMENT.exists(), reason="opentelemetry-instrument is not installed"
+)
 
 
 def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -31,30 +35,82 @@ def run_script(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
     return run([sys.executable, "-c", textwrap.dedent(code)], env)
 
 
-@pytest.mark.skipif(not INSTRUMENT.exists(), reason="opentelemetry-instrument is not installed")
-def test_opentelemetry_instrument_delivers_from_an_unmodified_app(server: SerlaServer, api_key: str) -> None:
+@needs_instrument
+@pytest.mark.parametrize("service", [None, "shop"], ids=["the_issue_command", "with_service_name"])
+def test_opentelemetry_instrument_delivers_from_an_unmodified_app(
+    server: SerlaServer, api_key: str, service: str | None
+) -> None:
+    """The command of issue 5, verbatim: OTEL_TRACES_EXPORTER=serla OTEL_LOGS_EXPORTER=serla
+    OTEL_METRICS_EXPORTER=none SERLA_API_KEY=... SERLA_HOST=... opentelemetry-instrument python app.py"""
     env = {
         "OTEL_TRACES_EXPORTER": "serla",
         "OTEL_LOGS_EXPORTER": "serla",
         "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_SERVICE_NAME": "shop",
         "SERLA_API_KEY": api_key,
         "SERLA_HOST": server.url,
     }
+    if service is not None:
+        env["OTEL_SERVICE_NAME"] = service
     assert "serla" not in APP.read_text().replace("OTEL_TRACES_EXPORTER=serla", "").split('"""', 2)[2]
     result = run([str(INSTRUMENT), sys.executable, str(APP)], env)
     assert "checkout done" in result.stdout
     # The process has exited: everything must already be stored (no waiting on a background sender).
     events = {e["name"]: e for e in server.events}
-    assert set(events) == {"checkout_completed", "order_placed"}
+    assert len(server.events) == 2 and set(events) == {"checkout_completed", "order_placed"}
     span_event, log_event = events["checkout_completed"], events["order_placed"]
     assert span_event["distinctId"] == log_event["distinctId"] == "user_123"
     assert span_event["properties"]["order.total"] == 42.5
     assert span_event["properties"]["span_name"] == "checkout"
-    assert span_event["properties"]["service.name"] == log_event["properties"]["service.name"] == "shop"
+    services = {span_event["properties"]["service.name"], log_event["properties"]["service.name"]}
+    assert all(s.startswith(service or "unknown_service") for s in services)
     assert log_event["properties"]["items"] == 3
     # the log-based event was emitted inside the span: both carry the same trace
     assert log_event["properties"]["trace_id"] == span_event["properties"]["trace_id"]
+
+
+TRACKING_APP = """
+    import serla
+    from opentelemetry import trace
+
+    client = serla.get_default_client()  # made from SERLA_API_KEY / SERLA_HOST
+    with trace.get_tracer("shop").start_as_current_span("checkout", attributes={"enduser.id": "u1"}) as span:
+        client.track("order_paid", "u1", {"amount": 5})  # a product event, inside a span
+        span.add_event("cart_viewed")  # an OTel span event
+    print("Serla.track is a", type(serla.Serla.__dict__["track"]).__name__)
+"""
+
+
+@needs_instrument
+@pytest.mark.parametrize("disabled", [False, True], ids=["auto_loaded", "disabled_by_env"])
+def test_opentelemetry_instrument_loads_serla_instrumentor(
+    server: SerlaServer, api_key: str, tmp_path: Path, disabled: bool
+) -> None:
+    """The ``opentelemetry_instrumentor`` entry point ``serla``: opentelemetry-instrument instruments
+    Serla.track, so a track() inside a span shows in the trace as a span event, once, and that span event
+    does not come back as a second Serla event. OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=serla turns it off."""
+    app = tmp_path / "app.py"
+    app.write_text(textwrap.dedent(TRACKING_APP))
+    env = {
+        "OTEL_TRACES_EXPORTER": "serla,console",  # the console exporter prints the finished span as JSON
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "SERLA_API_KEY": api_key,
+        "SERLA_HOST": server.url,
+    }
+    if disabled:
+        env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "serla"
+    result = run([str(INSTRUMENT), sys.executable, str(app)], env)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"Serla.track is a {'function' if disabled else 'FunctionWrapper'}" in result.stdout
+    span, _ = json.JSONDecoder().raw_decode(result.stdout[result.stdout.index("{") :])
+    span_events = [(e["name"], e["attributes"]) for e in span["events"]]
+    tracked_event = ("order_paid", {"amount": 5, "serla.distinct_id": "u1", "serla.tracked": True})
+    assert span_events == ([] if disabled else [tracked_event]) + [("cart_viewed", {})]
+    # Either way Serla gets each event once: the instrumentor's span event is not tracked again.
+    events = {e["name"]: e for e in server.events}
+    assert len(server.events) == 2 and set(events) == {"order_paid", "cart_viewed"}
+    assert events["order_paid"]["properties"]["trace_id"] == span["context"]["trace_id"][2:]
+    assert events["cart_viewed"]["distinctId"] == "u1"
 
 
 EXIT_APP = """
