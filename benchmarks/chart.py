@@ -32,7 +32,7 @@ def main() -> None:
     labels = [sdks[k]["label"].replace(" (this repo)", "\n(this repo)") for k in keys]
     nl = f"{plan['n_large']:,}"
     panels = [
-        ("import time over bare python (ms) ↓", ["import_ms"], False),
+        ("import, and cold start to first event received (ms) ↓", ["import_ms", "cold_ms"], False),
         ("track() latency (µs, log) ↓", ["track_median_us", "track_p99_us"], True),
         ("end-to-end events/s (log) ↑", ["e2e_small_eps", "e2e_large_eps"], True),
         (f"CPU µs per event, N={nl} ↓", ["cpu_us"], False),
@@ -40,6 +40,8 @@ def main() -> None:
         (f"WAN +{plan['wan_delay'] * 1000:.0f} ms: events/s, N={plan['wan_n']:,} ↑", ["wan_eps"], True),
     ]
     series_names = {
+        "import_ms": "import over bare python",
+        "cold_ms": "import + client + first event",
         "track_median_us": "median",
         "track_p99_us": "p99",
         "e2e_small_eps": f"N={plan['n_small']:,}",
