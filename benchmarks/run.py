@@ -37,7 +37,7 @@ BENCH = ROOT / "benchmarks"
 VENVS = BENCH / ".venvs"
 DRIVERS = BENCH / "drivers"
 RESULTS = BENCH / "results"
-README = BENCH / "README.md"
+README = BENCH.parent / "README.md"  # the project README: its Benchmarks section shows the latest table
 README_START = "<!-- latest-results:start -->"
 README_END = "<!-- latest-results:end -->"
 
@@ -927,7 +927,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument(
         "--no-readme",
         action="store_true",
-        help="don't update benchmarks/README.md (a --quick or --only run never does)",
+        help="don't update the table in the project README.md (a --quick or --only run never does)",
     )
     ap.add_argument(
         "--out", type=Path, default=RESULTS, help="results directory (default benchmarks/results)"

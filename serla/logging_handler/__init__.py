@@ -10,7 +10,7 @@ Example:
 
 Ordinary log lines are ignored, so the handler is safe on the root logger. It works from code,
 ``logging.config.dictConfig`` (``"class": "serla.logging_handler.SerlaHandler"``) and Django's
-``LOGGING``. The mapping from a record to an event is in docs/logging_handler.md.
+``LOGGING``. The mapping from a record to an event is in the README's Logging section.
 
 Importing this package has no side effects beyond importing :mod:`serla`.
 """

@@ -1,6 +1,6 @@
 """``SerlaHandler``: log records that name an event become ``Serla.track()`` calls.
 
-The mapping is documented in docs/logging_handler.md.
+The mapping is documented in the README's Logging section.
 
 Thread invariants:
 
@@ -198,7 +198,7 @@ class SerlaHandler(logging.Handler):
     Safe on the root logger: a record becomes an event only when it names one
     (``logger.info("signed up", extra={"event": "signup_completed", "distinct_id": "user_123"})``), or, with
     ``all_records_as``, every record does. The full mapping (event name, ``distinct_id``, properties,
-    timestamp) is in docs/logging_handler.md.
+    timestamp) is in the README's Logging section.
 
     Which client the events go to:
 

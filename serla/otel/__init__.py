@@ -1,7 +1,7 @@
 """OpenTelemetry for Serla: span events and log-based events become Serla events, and back.
 
 Install with ``pip install "serla-py[otel]"``. The mapping and both ways to configure it (code or
-``opentelemetry-instrument`` with environment variables) are in docs/otel.md.
+``opentelemetry-instrument`` with environment variables) are in the README's OpenTelemetry section.
 
 Example:
     >>> from opentelemetry.sdk.trace import TracerProvider  # doctest: +SKIP

@@ -8,7 +8,7 @@ processors.
 Neither ever raises into the SDK, and neither does network I/O on the calling thread: ``track()`` only
 encodes and enqueues. ``shutdown()`` flushes the client but never shuts it down: the client may be shared
 (the tracer and logger providers, the logging handler), and a provider's exit hook can run after the
-client's own (see docs/otel.md, "Exit").
+client's own (see the README's OpenTelemetry section, "Exit").
 """
 
 from __future__ import annotations
@@ -117,7 +117,10 @@ class SerlaSpanProcessor(SpanProcessor):
             logger.warning("serla: flushing at span processor shutdown failed", exc_info=True)
 
     def stats(self) -> dict[str, Any]:
-        """Events dropped before reaching the client: ``{"dropped": {reason: n}}`` (see docs/otel.md)."""
+        """Events dropped before reaching the client: ``{"dropped": {reason: n}}``.
+
+        The reasons are listed in the README's OpenTelemetry section, "Options".
+        """
         return self._translator.stats()
 
 

@@ -1,4 +1,6 @@
-"""Turning OpenTelemetry spans, span events and log records into Serla events (the mapping in docs/otel.md).
+"""Turning OpenTelemetry spans, span events and log records into Serla events.
+
+The mapping is documented in the README's OpenTelemetry section.
 
 One :class:`SpanTranslator` or :class:`LogTranslator` sits behind each processor and exporter. The hot path
 is :meth:`SpanTranslator.on_span`, called once per ended span: a span with no events (and not opted in as a
