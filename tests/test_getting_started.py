@@ -51,6 +51,20 @@ def dev_events(url: str) -> list[dict[str, object]]:
     return events
 
 
+def run_pytest(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The README's pytest command, in ``cwd``, with the venv's tools first on ``PATH``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SERLA_", "PYTEST_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run(
+        ["bash", "-c", f"{command} -p no:cacheprovider"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_a_newcomer_sees_their_events_in_the_local_server_and_asserts_one_in_a_test(tmp_path: Path) -> None:
     console = blocks("console")
     assert commands(console[0]) == ["serla dev"]
@@ -84,16 +98,7 @@ def test_a_newcomer_sees_their_events_in_the_local_server_and_asserts_one_in_a_t
     assert test_file.startswith("# test_signup.py\n")
     (tmp_path / "test_signup.py").write_text(test_file, encoding="utf-8")
     [run_tests] = commands(console[3])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SERLA_", "PYTEST_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    done = subprocess.run(
-        ["bash", "-c", f"{run_tests} -p no:cacheprovider"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_pytest(run_tests, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
 
@@ -101,13 +106,6 @@ def test_a_newcomer_sees_their_events_in_the_local_server_and_asserts_one_in_a_t
     (tmp_path / "test_signup.py").write_text(
         test_file.replace('"plan": "pro"})\n\ndef', '"plan": "free"})\n\ndef', 1), encoding="utf-8"
     )
-    done = subprocess.run(
-        ["bash", "-c", f"{run_tests} -p no:cacheprovider"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_pytest(run_tests, tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "properties['plan'] is 'free', expected 'pro'" in done.stdout
