@@ -14,6 +14,7 @@ from serla._config import (
     env_disabled,
     log_debug,
     log_warning,
+    resolve_proxy,
     serla_log,
     warn_limited,
 )
@@ -69,6 +70,10 @@ class Serla:
             waits.
         ca_bundle: Path to a PEM file of CA certificates to trust instead of the system's. Certificate
             verification itself cannot be turned off.
+        proxy: An HTTP proxy URL (``http://[user:password@]host:port``) for every request of this client;
+            ``""`` connects directly. ``None`` (the default) reads ``https_proxy``/``HTTPS_PROXY`` (or
+            ``http_proxy``/``HTTP_PROXY`` for an http host) and ``no_proxy``/``NO_PROXY`` once, here,
+            the way ``urllib`` does. An https host is reached through a ``CONNECT`` tunnel, TLS inside.
         capture_trace_context: When OpenTelemetry is already imported and a span is active, add its
             ``trace_id`` and ``span_id`` (hex) to the event's properties (unless you set those keys).
         disabled: Accept and check calls but send nothing and start no thread. ``None`` (the default)
@@ -93,6 +98,7 @@ class Serla:
         shutdown_timeout: float = 10.0,
         block_on_full_seconds: float = 1.0,
         ca_bundle: Optional[str] = None,
+        proxy: Optional[str] = None,
         capture_trace_context: bool = True,
         disabled: Optional[bool] = None,
         _transport_factory: Optional[Callable[[], Transport]] = None,
@@ -113,6 +119,7 @@ class Serla:
             ca_bundle=ca_bundle,
             capture_trace_context=capture_trace_context,
             disabled=env_disabled() if disabled is None else bool(disabled),
+            proxy=proxy,
         )
         cfg = self._config
         if debug:
@@ -409,12 +416,22 @@ class Serla:
 
 
 def _default_transport_factory(cfg: Config) -> Callable[[], Transport]:
-    """The production transport factory; ``serla._transport`` (and ``socket``) load on its first call."""
+    """The production transport factory; ``serla._transport`` (and ``socket``) load on its first call.
+
+    The proxy is resolved here, once per client (the option, else the environment), so every transport
+    it makes (the flusher's, each ``identify()``'s, a forked child's) uses the same one.
+    """
+    proxy = None if cfg.disabled else resolve_proxy(cfg.proxy, cfg.host)
+    if proxy is not None:
+        if proxy.error is not None:
+            log_warning("serla: %s. Until then every send fails and events wait in the queue", proxy.error)
+        else:
+            log_debug("serla: sending through the proxy %s (from %s)", proxy.url, proxy.source)
 
     def factory() -> Transport:
         from serla._transport import HttpTransport
 
-        return HttpTransport(cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle)
+        return HttpTransport(cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle, proxy)
 
     return factory
 

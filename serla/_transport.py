@@ -12,6 +12,13 @@ Redirects are never followed: a 3xx is returned to the policy as a failed send, 
 travels to another host. TLS certificates and host names are always verified
 (``ssl.create_default_context()``, optionally with a CA bundle).
 
+Through an HTTP proxy (a :class:`~serla._config.Proxy`, resolved by the client from its ``proxy`` option or
+the environment), an https host is reached through a ``CONNECT host:port`` tunnel: the proxy sees that
+line and its own ``Proxy-Authorization``, and TLS (verified against the Serla host) runs inside the
+tunnel, so the API key and the events never reach the proxy in clear. An http host gets the request in
+absolute form (``POST http://host/path``), as HTTP/1.1 proxies expect. The tunnel is kept alive like a
+direct connection; after any error the next send opens a new one.
+
 A :class:`HttpTransport` is not thread-safe: the worker owns one, and ``identify()`` uses its own.
 """
 
@@ -29,6 +36,8 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Iterator
     from typing import Any, Final, Optional, Protocol
+
+    from serla._config import Proxy
 
     class Transport(Protocol):
         """What the worker needs from a transport: POST bytes to a path, and close."""
@@ -158,9 +167,18 @@ class HttpTransport:
         api_key: Sent as ``Authorization: Bearer <key>``.
         timeout: Socket timeout in seconds, for connecting and for each read.
         ca_bundle: Path to a PEM bundle of CA certificates to trust instead of the system's.
+        proxy: The HTTP proxy to go through (``None``: connect directly). The transport does not read
+            the environment itself: the client resolves the proxy once (``serla._config.resolve_proxy``).
     """
 
-    def __init__(self, host: str, api_key: str, timeout: float, ca_bundle: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        api_key: str,
+        timeout: float,
+        ca_bundle: str | None = None,
+        proxy: Proxy | None = None,
+    ) -> None:
         scheme, netloc, hostname, path = split_host(host)
         self._scheme = scheme
         self._netloc = netloc
@@ -178,19 +196,39 @@ class HttpTransport:
         self._fixed: bytes | None = None  # the request's constant headers, encoded on the first send
         self._ssl_context: ssl.SSLContext | None = None
         self._sock: socket.socket | None = None
+        self._proxy = proxy
+        # Through a proxy, an http request names its target in absolute form: ``POST http://host/path``.
+        self._origin = ""
+        if proxy is not None and scheme == "http":
+            self._origin = "http://" + _ascii_host(self._host_header)
 
     def __repr__(self) -> str:
-        return f"<HttpTransport {self._scheme}://{self._netloc}{self._prefix}>"
+        via = "" if self._proxy is None else f" via proxy {self._proxy.url}"  # never its credentials
+        return f"<HttpTransport {self._scheme}://{self._netloc}{self._prefix}{via}>"
 
     def _connect(self) -> socket.socket:
         import socket
 
-        name = self._hostname
+        proxy = self._proxy
+        if proxy is None:
+            name, port = self._hostname, self._port
+        elif proxy.error is not None:
+            raise ProxyError(proxy.error)
+        else:
+            name, port = proxy.host, proxy.port
         # An ASCII name goes as bytes: that skips the resolver's IDNA encoding (and importing its codec).
         host: str | bytes = name.encode("ascii") if name.isascii() else name
-        sock = socket.create_connection((host, self._port), self._timeout)  # type: ignore[arg-type]
+        try:
+            sock = socket.create_connection((host, port), self._timeout)  # type: ignore[arg-type]
+        except OSError as exc:
+            if proxy is None:
+                raise
+            error = f"cannot connect to the proxy {proxy.url}: {type(exc).__name__}: {exc}"
+            raise ProxyError(error) from None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if proxy is not None and self._scheme == "https":
+                self._open_tunnel(sock, proxy)
             if self._scheme == "https":
                 ctx = self._ssl_context
                 if ctx is None:
@@ -204,6 +242,31 @@ class HttpTransport:
             sock.close()
             raise
         return sock
+
+    def _open_tunnel(self, sock: socket.socket, proxy: Proxy) -> None:
+        """Ask the proxy for a tunnel to the Serla host (``CONNECT``); raise :class:`ProxyError` unless 2xx.
+
+        The request carries the proxy's own credentials, never the API key (that goes inside the TLS
+        session that follows, which the proxy cannot read).
+        """
+        name = self._hostname
+        target = f"{_ascii_host(f'[{name}]' if ':' in name else name)}:{self._port}"
+        head = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: {USER_AGENT}\r\n"
+        if proxy.authorization is not None:
+            head += f"Proxy-Authorization: {proxy.authorization}\r\n"
+        try:
+            sock.sendall((head + "\r\n").encode("latin-1"))
+            status, reason = _read_connect_response(sock)
+        except (OSError, ProtocolError) as exc:
+            error = f"the proxy {proxy.url} failed during CONNECT {target}: {type(exc).__name__}: {exc}"
+        else:
+            if 200 <= status < 300:
+                return
+            hint = " (check the user and password in the proxy URL)" if status == 407 else ""
+            error = f"the proxy {proxy.url} refused CONNECT {target}: HTTP {status} {reason}{hint}"
+        for secret in proxy.secrets:  # in case the proxy echoed them back
+            error = error.replace(secret, "[proxy credentials]")
+        raise ProxyError(error)
 
     def _request(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
         """The request's bytes: request line, headers, body (one buffer, one ``sendall``)."""
@@ -222,12 +285,16 @@ class HttpTransport:
                     "\r\nAccept: application/json\r\n"
                 ).encode("latin-1")
             )
+            proxy = self._proxy
+            if self._origin and proxy is not None and proxy.authorization is not None:
+                auth = f"Proxy-Authorization: {proxy.authorization}\r\n"
+                fixed = self._fixed = fixed + auth.encode("latin-1")
         extra = ""
         for name, value in headers.items():
             if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
                 raise ValueError(f"header {name!r} must not contain line breaks")
             extra += f"{name}: {value}\r\n"
-        head = f"POST {self._prefix}{path} HTTP/1.1\r\n".encode("ascii")
+        head = f"POST {self._origin}{self._prefix}{path} HTTP/1.1\r\n".encode("ascii")
         tail = f"{extra}Content-Length: {len(body)}\r\n\r\n".encode("latin-1")
         return head + fixed + tail + body
 
@@ -268,6 +335,9 @@ class HttpTransport:
             self.close()
         if not 200 <= status < 300:  # error bodies end up in logs: never with the key a proxy echoed back
             body = body.replace(self._api_key.encode("utf-8", "replace"), b"[api key]")
+            if self._proxy is not None:
+                for secret in self._proxy.secrets:
+                    body = body.replace(secret.encode("utf-8", "replace"), b"[proxy credentials]")
         return SendResult(status, body, fields.get("retry-after"))
 
     def close(self) -> None:
@@ -288,6 +358,48 @@ class RemoteDisconnected(ConnectionResetError):
 
 class ProtocolError(Exception):
     """The response is not well-formed HTTP/1.x (or its headers are unreasonably long)."""
+
+
+class ProxyError(Exception):
+    """The proxy could not be reached, refused the tunnel, or is unusable (its text has no credentials)."""
+
+
+def _ascii_host(name: str) -> str:
+    """A host name as it goes on the wire: ASCII as is, anything else IDNA-encoded."""
+    return name if name.isascii() else name.encode("idna").decode("ascii")
+
+
+def _read_connect_response(sock: socket.socket) -> tuple[int, str]:
+    """Read the proxy's answer to ``CONNECT`` up to its blank line: ``(status, reason)``.
+
+    Interim 1xx answers are skipped. A 2xx has no body: every byte after it belongs to the tunnel, and
+    none may come before the TLS handshake (the server speaks second). Anything else is not read further:
+    the connection is closed.
+    """
+    buf = b""
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        while end == -1:
+            if len(buf) > _MAX_HEAD:
+                raise ProtocolError("the proxy's response headers are longer than 64 KiB")
+            chunk = sock.recv(_RECV)
+            if not chunk:
+                raise RemoteDisconnected("the proxy closed the connection without a response")
+            buf += chunk
+            end = buf.find(b"\r\n\r\n")
+        head, buf = buf[:end], buf[end + 4 :]
+        parts = head.split(b"\r\n", 1)[0].split(None, 2)
+        version = parts[0] if parts else b""
+        code = parts[1] if len(parts) >= 2 else b""
+        if not version.startswith(b"HTTP/") or len(code) != 3 or not code.isdigit():
+            raise ProtocolError(f"bad status line {head[:100]!r} (is it an HTTP proxy?)")
+        status = int(code)
+        if status >= 200:
+            break
+    if 200 <= status < 300 and buf:
+        raise ProtocolError("the proxy sent data into the tunnel before the TLS handshake")
+    reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
+    return status, "".join(c for c in reason[:100] if c.isprintable())
 
 
 class _Reader:
@@ -414,6 +526,8 @@ def _is_stale_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError))
 
 
-def make_transport(host: str, api_key: str, timeout: float, ca_bundle: str | None = None) -> Any:
+def make_transport(
+    host: str, api_key: str, timeout: float, ca_bundle: str | None = None, proxy: Proxy | None = None
+) -> Any:
     """The default transport factory (the ``transport_factory`` seam of the worker)."""
-    return HttpTransport(host, api_key, timeout, ca_bundle)
+    return HttpTransport(host, api_key, timeout, ca_bundle, proxy)

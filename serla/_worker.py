@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 BATCH_PATH: Final = "/api/v1/events/batch"
 MAX_BATCH: Final = 100
 """The server takes at most 100 events per request."""
+_WARN_AFTER_ATTEMPTS: Final = 4  # failed sends of one batch (about 1+2+4 s of backoff) before a WARNING
 
 _HEAD: Final = b'{"events":['
 _TAIL: Final = b"]}"
@@ -533,6 +534,17 @@ class BatchWorker:
                     "serla: sending paused for %.0f s: %s (%d events waiting)",
                     decision.delay,
                     decision.message,
+                    self._pending,
+                )
+            elif current.attempts >= _WARN_AFTER_ATTEMPTS:
+                # A blip is retried quietly; an endpoint (or proxy) that keeps failing is worth a WARNING,
+                # also for an app that tracks too little to ever fill the queue.
+                warn_limited(
+                    "retrying",
+                    "serla: sending keeps failing (%s); attempt %d, next try in %.0f s (%d events waiting)",
+                    decision.message or decision.reason,
+                    current.attempts,
+                    decision.delay,
                     self._pending,
                 )
             else:

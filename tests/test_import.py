@@ -6,8 +6,10 @@ worker (``threading``); the first send the transport (``socket``); the first fai
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from typing import Optional
 
 from serla._server import SerlaServer
 
@@ -40,8 +42,10 @@ LAZY_AT_CLIENT += ("serla._transport", "serla._retry")
 NOT_FOR_DELIVERY = (*HEAVY[:-1], "logging", "json", "re", "dataclasses", "uuid", "random", "serla._retry")
 
 
-def run(code: str) -> str:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+def run(code: str, env: Optional[dict[str, str]] = None) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True, env=env
+    )
     return out.stdout.strip()
 
 
@@ -96,6 +100,25 @@ def test_delivering_over_http_loads_no_http_client_json_or_logging() -> None:
         )
         assert run(code) == "True []"
         assert [e["name"] for e in server.events] == ["e"]
+
+
+def test_proxy_settings_cost_no_import_at_client_creation() -> None:
+    # Proxy variables are read the way urllib reads them, without importing urllib.request (~30 ms).
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import serla\n"
+        "c = serla.Serla('sk_live_x', host='https://serla.example')\n"
+        f"print([m for m in {LAZY_AT_CLIENT!r} if m in sys.modules and m not in before])\n"
+        "print(repr(c._transport_factory()))\n"  # (this loads the transport, after the check)
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    direct = "[]\n<HttpTransport https://serla.example>"
+    proxied = direct[:-1] + " via proxy http://127.0.0.1:9>"
+    assert run(code, {**clean, "NO_PROXY": "localhost", "HTTP_PROXY": "http://127.0.0.1:9"}) == direct
+    assert run(code, {**clean, "https_proxy": "http://127.0.0.1:9", "NO_PROXY": "other"}) == proxied
+    option = code.replace("host='https://serla.example'", "host='https://serla.example', proxy='127.0.0.1:9'")
+    assert run(option, clean) == proxied
 
 
 def test_creating_a_client_starts_no_thread_and_loads_no_http_stack() -> None:

@@ -137,6 +137,23 @@ def test_retry_resends_the_same_batch_with_the_same_key() -> None:
     c.shutdown()
 
 
+def test_a_blip_is_retried_quietly_and_a_lasting_failure_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    t = ScriptedTransport([DOWN] * 3 + [OK] + [DOWN] * 6 + [OK])
+    c = make(t, batch_size=1)
+    with caplog.at_level(logging.DEBUG, logger="serla"):
+        c.track("blip", "u")
+        assert c.flush(5)  # three failed sends, then delivered: no WARNING
+        assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+        c.track("outage", "u")
+        assert c.flush(5)  # six failed sends: the fourth warns, the next two are rate-limited
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("serla: sending keeps failing (ConnectionRefusedError: [Errno 111]")
+    assert "attempt 4" in warnings[0] and "(1 events waiting)" in warnings[0]
+    assert names([e for _, _, events in t.requests for e in events]).count("outage") == 7
+    c.shutdown()
+
+
 def test_properties_are_snapshotted_at_track_time() -> None:
     t = ScriptedTransport()
     c = make(t)
@@ -359,4 +376,3 @@ def test_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
     assert len([r for r in caplog.records if "call dropped" in r.getMessage()]) == 1
     assert c.stats()["dropped"]["invalid_call"] == 100
     c.shutdown()
-
