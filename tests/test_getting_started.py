@@ -109,3 +109,24 @@ def test_a_newcomer_sees_their_events_in_the_local_server_and_asserts_one_in_a_t
     done = run_pytest(run_tests, tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "properties['plan'] is 'free', expected 'pro'" in done.stdout
+
+
+def test_every_link_in_the_readme_leads_somewhere() -> None:
+    """In-page links name a heading (GitHub's anchor rules); relative links name a file of the repo."""
+    text = re.sub(r"```.*?```", "", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    for heading in re.findall(r"^#{1,6} (.+)$", text, re.M):
+        base = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        n = seen.get(base, 0)
+        anchors.add(base if n == 0 else f"{base}-{n}")
+        seen[base] = n + 1
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert links, "the README has no links: the pattern is wrong"
+    broken = [
+        link
+        for link in links
+        if (link[1:] not in anchors if link.startswith("#") else not (ROOT / link.split("#")[0]).exists())
+        and not link.startswith(("http://", "https://"))
+    ]
+    assert broken == []
