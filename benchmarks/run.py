@@ -455,8 +455,9 @@ def summarize_bridges(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] = runs[-1] if runs else {"error": "not run"}
             continue
         merged = dict(ok[-1])
-        for field in ("median_ns", "p99_ns", "mean_ns", "cpu_us_per_record"):
-            merged[field] = statistics.median(r[field] for r in ok)
+        for field in ("median_ns", "p99_ns", "mean_ns", "cpu_us_per_record", "over_ref"):
+            vals = [r[field] for r in ok if r.get(field) is not None]
+            merged[field] = statistics.median(vals) if vals else None
         med = summarize([r["median_ns"] for r in ok])
         merged["median_spread_pct"] = med["spread_pct"] if med else 0.0
         merged["rounds"] = len(ok)
@@ -877,9 +878,10 @@ def render(doc: dict[str, Any]) -> str:
             "",
         ]
         lines.append(
-            "| bridge | median (µs) | p99 (µs) | CPU µs/record | median ÷ baseline | delivered/sent |"
+            "| bridge | median (µs) | p99 (µs) | CPU µs/record | median ÷ baseline "
+            "| median ÷ json.dumps reference | added over baseline, in references | delivered/sent |"
         )
-        lines.append("|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|")
         names = {
             "log_null": "logging.NullHandler (baseline)",
             "log_serla": "SerlaHandler",
@@ -909,10 +911,25 @@ def render(doc: dict[str, Any]) -> str:
             ds = "-" if dl is None else f"{dl:,}/{res['sent']:,}"
             sp = res.get("median_spread_pct", 0.0)
             spread = f" ±{sp:.0f}%" if res.get("rounds", 1) > 1 and sp >= 0.5 else ""
+            norm, added = res.get("over_ref"), _bridge_added(br, key)
+            ns = "-" if norm is None else f"{norm:.2f}"
+            ad = "-" if added is None else f"{added:+.2f}"
             lines.append(
                 f"| {name_d} | {res['median_ns'] / 1e3:.2f}{spread} | {res['p99_ns'] / 1e3:.2f} | "
-                f"{res['cpu_us_per_record']:.2f} | {rb} | {ds} |"
+                f"{res['cpu_us_per_record']:.2f} | {rb} | {ns} | {ad} | {ds} |"
             )
+        lines += ["", "Bridge targets (issues 4 and 5), on the speed-normalized added cost per call:", ""]
+        lines.append("| target | this SDK | OTel's own path | met |")
+        lines.append("|---|---|---|---|")
+        for label, ours, theirs in (
+            ("SerlaHandler cheaper than OTel's LoggingHandler path (issue 4)", "log_serla", "log_otel"),
+            ("SerlaSpanProcessor no more than BatchSpanProcessor (issue 5)", "span_serla", "span_otel"),
+        ):
+            a, b = _bridge_added(br, ours), _bridge_added(br, theirs)
+            verdict = "n/a" if a is None or b is None else ("yes" if a <= b else "**no**")
+            fa = "n/a" if a is None else f"{a:+.2f}"
+            fb = "n/a" if b is None else f"{b:+.2f}"
+            lines.append(f"| {label} | {fa} | {fb} | {verdict} |")
     # Targets
     lines += ["", "Targets from issue 6 (ratios from this run):", ""]
     lines.append("| target | value | goal | met |")
@@ -930,6 +947,17 @@ def render(doc: dict[str, Any]) -> str:
         "(for ↑ rows, above 1 means this SDK is better).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _bridge_added(br: dict[str, Any], key: str) -> Optional[float]:
+    """A bridge variant's median over its baseline's, in json.dumps references (speed-normalized)."""
+    if key in ("log_null", "span_none"):
+        return None
+    res, base = br.get(key, {}), br.get("log_null" if key.startswith("log") else "span_none", {})
+    a, b = res.get("over_ref"), base.get("over_ref")
+    if not (res.get("available") and base.get("available")) or a is None or b is None:
+        return None
+    return float(a - b)
 
 
 def update_readme(table: str) -> None:

@@ -35,6 +35,21 @@ IDENTIFY_PATH = "/api/v1/identify"
 _MAX_IDENTIFY_ID = 256
 
 
+def _build_deferred(
+    event: str,
+    distinct_id: str,
+    properties: dict[str, Any] | Callable[[], dict[str, Any]],
+    epoch_seconds: Optional[float],
+    ts: Optional[str],
+) -> bytes | None:
+    """The JSON of a :meth:`Serla._track_deferred` event, built on the flusher thread; None drops it."""
+    stamp = ts if ts is not None else format_timestamp(epoch_seconds)
+    if stamp is None:
+        return None
+    props = properties() if callable(properties) else properties
+    return encode_event(event, distinct_id, stamp, props)
+
+
 class Serla:
     """A Serla client: ``track()`` queues events, one background thread delivers them in batches.
 
@@ -128,8 +143,9 @@ class Serla:
             log.enable_debug()
         elif "logging" in sys.modules:
             add_null_handler()
-        from serla._worker import BatchWorker
+        from serla._worker import BatchWorker, Deferred
 
+        self._deferred = Deferred
         self._now = utc_now(_clock) if _clock is not None else utc_now()
         self._capture_trace = cfg.capture_trace_context
         self._invalid = 0  # guarded by the worker's lock, which a forked child re-creates
@@ -243,6 +259,35 @@ class Serla:
             if self._disabled:
                 return True
             return self._put(data)
+        except Exception:
+            _warn_exc("serla: track() failed unexpectedly; the event is dropped")
+            return False
+
+    def _track_deferred(
+        self,
+        event: str,
+        distinct_id: str,
+        properties: dict[str, Any] | Callable[[], dict[str, Any]],
+        epoch_seconds: Optional[float],
+        wait: bool = True,
+    ) -> bool:
+        """Accept an event whose JSON is built on the flusher thread (for the OpenTelemetry bridge).
+
+        The caller guarantees what :meth:`track` would otherwise check and snapshot: ``event`` and
+        ``distinct_id`` are non-empty strings, ``properties`` is a dict of its own whose values can't change
+        (an ended span's attribute values: strings, numbers, booleans and tuples of them), or a function
+        that builds one from such values (it then runs on the flusher thread too), and
+        ``epoch_seconds`` is a time (``None``: now, read at this call). The JSON is then built when its
+        batch is taken; an event that can't be encoded there is dropped and counted (``internal_error``,
+        ``too_large``). ``wait=False``: refuse at once when the queue is full. Never raises.
+        """
+        try:
+            if self._disabled:
+                return True
+            ts = self._now() if epoch_seconds is None else None
+            return self._put(
+                self._deferred(_build_deferred, event, distinct_id, properties, epoch_seconds, ts), wait
+            )
         except Exception:
             _warn_exc("serla: track() failed unexpectedly; the event is dropped")
             return False

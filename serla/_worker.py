@@ -32,7 +32,7 @@ import time
 from _weakref import ref as weakref_ref
 
 from serla._config import log_debug, log_exception, warn_limited
-from serla._encode import MAX_REQUEST_BYTES
+from serla._encode import MAX_EVENT_BYTES, MAX_REQUEST_BYTES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -50,12 +50,34 @@ _HEAD: Final = b'{"events":['
 _TAIL: Final = b"]}"
 
 
+class Deferred:
+    """An accepted event whose JSON is built on the flusher thread, when its batch is taken.
+
+    For callers whose event data can't change after the call (the OpenTelemetry bridge: an ended span's
+    attributes are immutable, and the properties are built from them): they skip encoding on the
+    application's thread. ``build(*args)`` returns the event's JSON, or ``None`` to drop it. Until then
+    the event counts like any other (``pending_count()``, ``max_queue_size``, ``flush()``).
+    """
+
+    __slots__ = ("args", "build")
+
+    def __init__(self, build: Callable[..., bytes | None], *args: Any) -> None:
+        self.build = build
+        self.args = args
+
+    def __len__(self) -> int:
+        return _DEFERRED_SIZE_GUESS  # for the request-size estimate in ``_take``; the real size is checked
+
+
+_DEFERRED_SIZE_GUESS: Final = 1024
+
+
 class _Batch:
     """Events in flight, frozen at their first send: same bytes, same key on every retry."""
 
     __slots__ = ("attempts", "flush_gen", "items", "key", "last_seq", "seqs")
 
-    def __init__(self, items: list[bytes], seqs: list[int], key: str, last_seq: int) -> None:
+    def __init__(self, items: list[Any], seqs: list[int], key: str, last_seq: int) -> None:
         self.items = items
         self.seqs = seqs
         self.key = key
@@ -66,7 +88,7 @@ class _Batch:
     def body(self) -> bytes:
         return _HEAD + b",".join(self.items) + _TAIL
 
-    def derive(self, items: list[bytes], seqs: list[int], tag: str) -> _Batch:
+    def derive(self, items: list[Any], seqs: list[int], tag: str) -> _Batch:
         return _Batch(items, seqs, f"{self.key}.{tag}", self.last_seq)
 
 
@@ -134,7 +156,7 @@ class BatchWorker:
         self._progress = threading.Condition(self._lock)  # notified when events resolve or room appears
         self._wakeup = threading.Event()  # set to wake the flusher
         self._inline_lock = threading.Lock()
-        self._buffer: collections.deque[bytes] = collections.deque()
+        self._buffer: collections.deque[bytes | Deferred] = collections.deque()
         self._thread: threading.Thread | None = None
         self._thread_failed = False
         self._transport: Transport | None = None
@@ -166,8 +188,12 @@ class BatchWorker:
 
     # -- producer side ---------------------------------------------------------------------------------
 
-    def put(self, data: bytes) -> bool:
-        """Accept one encoded event; return False (and count it) if it is refused. Never raises."""
+    def put(self, data: bytes | Deferred, wait: bool = True) -> bool:
+        """Accept one encoded (or :class:`Deferred`) event; return False (and count it) if it is refused.
+
+        ``wait=False`` refuses at once when the queue is full, even while deliveries succeed (for callers
+        on a thread that must never wait). Never raises.
+        """
         with self._lock:
             if self._pending < self._max and not self._closed:  # the common case, first
                 self._pending += 1
@@ -184,9 +210,9 @@ class BatchWorker:
             elif self._closed:
                 self._dropped["shutdown"] += 1
                 refused = "shutdown"
-            elif not self._wait_for_room():
+            elif not wait or not self._wait_for_room():
                 self._dropped["queue_full"] += 1
-                refused = "queue_full"
+                refused = "queue_full" if wait or not self._can_block() else "queue_full_nowait"
             else:
                 self._pending += 1
                 self._accepted_seq += 1
@@ -194,7 +220,14 @@ class BatchWorker:
                 wake = True
                 refused = ""
         if refused:
-            if refused == "queue_full":
+            if refused == "queue_full_nowait":
+                warn_limited(
+                    "queue_full_nowait",
+                    "serla: event dropped: %d events are already waiting (max_queue_size) and this caller "
+                    "(an OpenTelemetry processor, on the application's thread) does not wait for room",
+                    self._max,
+                )
+            elif refused == "queue_full":
                 warn_limited(
                     "queue_full",
                     "serla: event dropped: %d events are already waiting (max_queue_size) and the endpoint "
@@ -438,7 +471,7 @@ class BatchWorker:
         The common case (a 2xx for the whole batch) takes one lock acquisition after the send; every
         other answer goes through the retry policy.
         """
-        todo = collections.deque([batch])
+        todo = collections.deque(self._materialize(batch))
         while todo:
             current = todo[0]
             # ``_hold_until`` is 0.0 unless a failure set a pause: read without the lock, it only skips a
@@ -466,6 +499,56 @@ class BatchWorker:
                     self._stats["retried"] += 1
             self._apply(self._decide(result, current), result, todo)
         self._finish(batch)
+
+    def _materialize(self, batch: _Batch) -> list[_Batch]:
+        """Build the JSON of the batch's :class:`Deferred` events (outside the lock); the batches to send.
+
+        An event whose build fails is dropped (``internal_error``), one over ``MAX_EVENT_BYTES`` too
+        (``too_large``). If the real size is over ``MAX_REQUEST_BYTES``, the batch is sent in halves
+        (keys ``<key>.0``, ``<key>.1``), as after a 413. No batch: nothing left to send.
+        """
+        items = batch.items
+        if all(type(item) is bytes for item in items):
+            return [batch]
+        keep: list[bytes] = []
+        seqs: list[int] = []
+        failed: list[int] = []
+        too_large: list[int] = []
+        for item, seq in zip(items, batch.seqs):
+            if type(item) is not bytes:
+                try:
+                    item = item.build(*item.args)
+                except Exception:
+                    log_exception("serla: could not encode a deferred event; it is dropped")
+                    item = None
+                if item is None:
+                    failed.append(seq)
+                    continue
+                if len(item) > MAX_EVENT_BYTES:
+                    too_large.append(seq)
+                    continue
+            keep.append(item)
+            seqs.append(seq)
+        if failed:
+            self._resolve_lost(failed, "internal_error")
+        if too_large:
+            warn_limited("deferred_too_large", "serla: %d events over 1 MB of JSON dropped", len(too_large))
+            self._resolve_lost(too_large, "too_large")
+        batch.items, batch.seqs = keep, seqs
+        parts = [batch] if keep else []
+        out: list[_Batch] = []
+        while parts:
+            part = parts.pop(0)
+            size = len(_HEAD) + len(_TAIL) + len(part.items) + sum(map(len, part.items))
+            if size > MAX_REQUEST_BYTES and len(part.items) > 1:
+                half = len(part.items) // 2
+                parts[:0] = [
+                    part.derive(part.items[:half], part.seqs[:half], "0"),
+                    part.derive(part.items[half:], part.seqs[half:], "1"),
+                ]
+            else:
+                out.append(part)
+        return out
 
     def _delivered(self, current: _Batch, whole: _Batch | None) -> None:
         """Count ``current`` as delivered; with ``whole`` (the batch it came from), also resolve that."""
@@ -642,7 +725,7 @@ class BatchWorker:
                 self._deliver_inline(batch, deadline)
 
     def _deliver_inline(self, batch: _Batch, deadline: float | None) -> None:
-        todo = collections.deque([batch])
+        todo = collections.deque(self._materialize(batch))
         while todo:
             current = todo[0]
             with self._lock:

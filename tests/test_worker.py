@@ -15,6 +15,7 @@ import pytest
 
 from serla import Serla
 from serla._retry import RetryPolicy, SendResult
+from serla._worker import Deferred
 
 OK = SendResult(201, b'{"success":true}')
 DOWN = SendResult(None, error="ConnectionRefusedError: [Errno 111] Connection refused")
@@ -134,6 +135,64 @@ def test_retry_resends_the_same_batch_with_the_same_key() -> None:
     assert t.requests[0][2] == t.requests[2][2]
     st = c.stats()
     assert (st["sent"], st["retried"], st["requests"], st["dropped"]) == (5, 2, 3, {})
+    c.shutdown()
+
+
+def test_deferred_events_are_built_on_the_flusher_in_order_with_the_others() -> None:
+    t = ScriptedTransport()
+    c = make(t, batch_size=5)  # nothing is due before the flush
+    built_on: list[str] = []
+
+    def build(name: str) -> Any:
+        def go() -> bytes:
+            built_on.append(threading.current_thread().name)
+            return json.dumps({"name": name, "distinctId": "u", "properties": {}}).encode()
+
+        return go
+
+    assert c.track("first", "u")
+    assert c._put(Deferred(build("second")))
+    assert c.track("third", "u")
+    assert c._put(Deferred(build("fourth")))
+    assert c.pending_count() == 4  # deferred events count like the others until delivered
+    assert c.flush(5)
+    assert names(t.requests[0][2]) == ["first", "second", "third", "fourth"]
+    assert built_on == ["serla-flusher", "serla-flusher"]
+    assert c.stats()["sent"] == 4
+    c.shutdown()
+
+
+def test_a_deferred_event_that_fails_to_build_is_dropped_alone_and_counted() -> None:
+    t = ScriptedTransport()
+    c = make(t, batch_size=4)
+
+    def broken() -> bytes:
+        raise RuntimeError("boom")
+
+    c.track("a", "u")
+    c._put(Deferred(broken))
+    c._put(Deferred(lambda: None))  # "drop me"
+    c._put(Deferred(lambda: b'{"name":"big","properties":{"x":"' + b"x" * 1_000_001 + b'"}}'))
+    c.track("b", "u")
+    assert c.flush(5) is False  # some of the events flushed were dropped
+    # The flusher may take the first four before "b" arrives: one request or two.
+    assert [n for _, _, events in t.requests for n in names(events)] == ["a", "b"]
+    st = c.stats()
+    assert st["dropped"] == {"internal_error": 2, "too_large": 1}
+    assert (st["sent"], st["pending"]) == (2, 0)
+    c.shutdown()
+
+
+def test_deferred_events_over_the_request_size_are_sent_in_halves_with_derived_keys() -> None:
+    t = ScriptedTransport()
+    c = make(t, batch_size=4)
+    big = b"y" * 900_000  # 4 of them: 3.6 MB, over the 3 MB a request may carry; their estimate is small
+    for i in range(4):
+        c._put(Deferred(lambda i=i: b'{"name":"e%d","properties":{"p":"%s"}}' % (i, big)))
+    assert c.flush(10)
+    assert [names(events) for _, _, events in t.requests] == [["e0", "e1"], ["e2", "e3"]]
+    keys = [h["X-Idempotency-Key"] for _, h, _ in t.requests]
+    assert keys[0].endswith(".0") and keys[1].endswith(".1") and keys[0][:-2] == keys[1][:-2]
     c.shutdown()
 
 

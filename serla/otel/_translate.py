@@ -28,6 +28,7 @@ import os
 import threading
 import weakref
 from collections.abc import Collection, Mapping
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Callable, Final, Optional, Union
 
@@ -452,19 +453,14 @@ class SpanTranslator(_Base):
             span_name = span.name
             resource = span.resource
         base = span_attrs if self._attr_all else self._span_properties(span_attrs)
-        trace_id = ctx.trace_id
-        cached = self._trace
-        if cached[0] == trace_id:  # the spans of one trace often end one after another
-            trace_hex = cached[1]
-        else:
-            trace_hex = trace_id.to_bytes(16, "big").hex()  # twice as fast as "%032x"
-            self._trace = (trace_id, trace_hex)
-        span_hex = ctx.span_id.to_bytes(8, "big").hex()
-        cached = self._service
-        service = cached[1] if cached[0] is resource else self._service_name(resource)
         limit = self._limit[1] if self._limit[0] is client else self._queue_limit(client)
         pending = client.pending_count
         track = client.track
+        # The SDK's own span and event classes hold immutable values once the span has ended: the ending
+        # thread only decides (sampling, the user, room in the queue), and the client's flusher thread
+        # builds the properties and the JSON when it takes the batch (see ``Serla._track_deferred``).
+        deferred = client._track_deferred if fast and type(client) is Serla else None
+        event_props = self._event_props
         keys = self._keys
         span_user: Any = _MISSING
         guarded = HOOK.active
@@ -498,22 +494,24 @@ class SpanTranslator(_Base):
                     if distinct_id is None:
                         self._drop("no_distinct_id")
                         continue
-                if limit and pending() >= limit:
+                if deferred is None and limit and pending() >= limit:
                     self._drop("queue_full")
                     continue
-                props = dict(base) if base else {}
-                if ev_attrs:
-                    props.update(ev_attrs)
-                props["trace_id"] = trace_hex
-                props["span_id"] = span_hex
-                props["span_name"] = span_name
-                if service is not None:
-                    props["service.name"] = service
                 if name == "exception":
                     name = EXCEPTION_EVENT
-                if not track(name, distinct_id, props, ns / 1e9 if ns else None):
+                if deferred is not None and name and type(distinct_id) is str:
+                    build = partial(event_props, base, ev_attrs, ctx, span_name, resource)
+                    if not deferred(name, distinct_id, build, ns / 1e9 if ns else None, not limit):
+                        # Refused: full (a processor never waits) or closed; the client counted it too.
+                        self._drop("queue_full" if limit and pending() >= limit else "rejected")
+                    continue
+                else:
+                    props = event_props(base, ev_attrs, ctx, span_name, resource)
+                    ok = track(name, distinct_id, props, ns / 1e9 if ns else None)
+                if not ok:
                     self._drop("rejected")
             if whole:
+                trace_hex, span_hex, service = self._ids(ctx, resource)
                 fixed = {"trace_id": trace_hex, "span_id": span_hex, "span_name": span_name}
                 if service is not None:
                     fixed["service.name"] = service
@@ -521,6 +519,34 @@ class SpanTranslator(_Base):
         finally:
             if guarded:
                 GUARD.busy = False
+
+    def _ids(self, ctx: Any, resource: Any) -> tuple[str, str, Any]:
+        """The span's trace and span ids in hex, and its resource's ``service.name`` (cached)."""
+        trace_id = ctx.trace_id
+        cached = self._trace
+        if cached[0] == trace_id:  # the spans of one trace often end one after another
+            trace_hex = cached[1]
+        else:
+            trace_hex = trace_id.to_bytes(16, "big").hex()  # twice as fast as "%032x"
+            self._trace = (trace_id, trace_hex)
+        cached = self._service
+        service = cached[1] if cached[0] is resource else self._service_name(resource)
+        return trace_hex, ctx.span_id.to_bytes(8, "big").hex(), service
+
+    def _event_props(
+        self, base: Mapping[str, Any], ev_attrs: Any, ctx: Any, span_name: str, resource: Any
+    ) -> dict[str, Any]:
+        """One span event's properties: span attributes, then the event's, then the fixed keys."""
+        trace_hex, span_hex, service = self._ids(ctx, resource)
+        props = dict(base) if base else {}
+        if ev_attrs:
+            props.update(ev_attrs)
+        props["trace_id"] = trace_hex
+        props["span_id"] = span_hex
+        props["span_name"] = span_name
+        if service is not None:
+            props["service.name"] = service
+        return props
 
     def _span_properties(self, span_attrs: Mapping[str, Any]) -> Mapping[str, Any]:
         if self._attr_none or not span_attrs:

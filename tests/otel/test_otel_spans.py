@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -70,6 +71,23 @@ def test_a_span_event_becomes_an_event_with_span_context(provider_for: Any, serv
         "span_name": "checkout",
         "service.name": "shop",
     }
+
+
+def test_the_processor_leaves_the_json_to_the_clients_flusher(
+    client: serla.Serla, provider_for: Any, server: SerlaServer
+) -> None:
+    """On the ending thread only the decisions are made; the event's JSON is built when its batch is taken."""
+    from serla._worker import Deferred
+
+    provider = provider_for()
+    with provider.get_tracer("test").start_as_current_span("s", attributes={"user.id": "u1"}) as span:
+        span.add_event("added", {"sku": "A1", "qty": 2})
+    [queued] = list(client._worker._buffer)  # the interval is 60 s: nothing was sent yet
+    assert isinstance(queued, Deferred)
+    assert client.pending_count() == 1
+    assert provider.force_flush(5000)
+    [event] = server.events
+    assert (event["name"], event["distinctId"], event["properties"]["qty"]) == ("added", "u1", 2)
 
 
 def test_the_exception_event_becomes_dollar_exception(provider_for: Any, server: SerlaServer) -> None:
@@ -272,11 +290,13 @@ def test_processor_never_waits_for_room(server: SerlaServer, api_key: str) -> No
         assert server.wait_for_requests(1, timeout=5)
         processor = SerlaSpanProcessor(client)
         provider = make_provider(processor)
+        started = time.monotonic()
         with provider.get_tracer("t").start_as_current_span("s", attributes={"user.id": "u"}) as s:
             for name in ("a", "b", "c"):
                 s.add_event(name)
+        assert time.monotonic() - started < 4.0  # not the 5 s that block_on_full_seconds allows a wait
         assert processor.stats()["dropped"] == {"queue_full": 2}
-        assert "queue_full" not in client.stats()["dropped"]  # track() was never asked to wait
+        assert client.stats()["dropped"] == {"queue_full": 2}  # the client counts the refusals too
     finally:
         server.stop()
         client.shutdown(timeout=0.5)
