@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +35,30 @@ def _no_proxy_from_the_environment() -> Iterator[None]:
             if name.lower().endswith("_proxy"):
                 mp.delenv(name)
         yield
+
+
+@pytest.fixture(scope="session")
+def make_certificate(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], tuple[Path, Path]]:
+    """``make_certificate(common_name, subject_alt_names)``: a self-signed (cert, key) pair made by openssl.
+
+    Skips the test when ``openssl`` can't make one. ``subject_alt_names`` is openssl's syntax, for example
+    ``"DNS:localhost,IP:127.0.0.1"``.
+    """
+
+    def make(common_name: str, subject_alt_names: str) -> tuple[Path, Path]:
+        folder = tmp_path_factory.mktemp("tls")
+        cert, key = folder / "cert.pem", folder / "key.pem"
+        command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+        command += ["-subj", f"/CN={common_name}", "-addext", f"subjectAltName={subject_alt_names}"]
+        try:
+            subprocess.run(
+                [*command, "-keyout", str(key), "-out", str(cert)],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+        except (OSError, subprocess.CalledProcessError) as exc:
+            pytest.skip(f"openssl cannot make a test certificate: {exc}")
+        return cert, key
+
+    return make

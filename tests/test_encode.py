@@ -56,7 +56,10 @@ class BadStr:
     ("value", "expected"),
     [
         (dt.datetime(2024, 1, 15, 10, 30, 0, 123456), "2024-01-15T10:30:00.123Z"),
-        (dt.datetime(2024, 1, 15, 12, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))), "2024-01-15T10:30:00.000Z"),
+        (
+            dt.datetime(2024, 1, 15, 12, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+            "2024-01-15T10:30:00.000Z",
+        ),
         (dt.date(2024, 1, 15), "2024-01-15"),
         (dt.time(10, 30), "10:30:00"),
         (dt.timedelta(minutes=1, milliseconds=500), 60.5),
@@ -131,7 +134,10 @@ def test_sanitize_never_raises_on_hostile_container() -> None:
     [
         (dt.datetime(2024, 1, 15, 10, 30), "2024-01-15T10:30:00.000Z"),
         (dt.datetime(2024, 1, 15, 10, 30, tzinfo=UTC), "2024-01-15T10:30:00.000Z"),
-        (dt.datetime(2024, 1, 15, 5, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5))), "2024-01-15T10:30:00.000Z"),
+        (
+            dt.datetime(2024, 1, 15, 5, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+            "2024-01-15T10:30:00.000Z",
+        ),
         (dt.date(2024, 2, 29), "2024-02-29T00:00:00.000Z"),
         ("2024-01-15T10:30:00Z", "2024-01-15T10:30:00.000Z"),
         ("2024-01-15T10:30:00.123456789Z", "2024-01-15T10:30:00.123Z"),

@@ -96,7 +96,9 @@ def test_delivering_over_http_loads_no_http_client_json_or_logging() -> None:
             "import serla\n"
             f"c = serla.Serla('sk_live_x', host={server.url!r})\n"
             "c.track('e', 'u', {'n': 1})\n"
-            "print(c.flush(10), [m for m in " + repr(NOT_FOR_DELIVERY) + " if m in sys.modules and m not in before])\n"
+            "print(c.flush(10), [m for m in "
+            + repr(NOT_FOR_DELIVERY)
+            + " if m in sys.modules and m not in before])\n"
         )
         assert run(code) == "True []"
         assert [e["name"] for e in server.events] == ["e"]

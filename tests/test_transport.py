@@ -132,7 +132,7 @@ def test_keep_alive_reuses_one_connection(serve: list[RawServer]) -> None:
 def test_chunked_body_is_decoded_and_the_connection_kept(serve: list[RawServer]) -> None:
     chunked = (
         b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"5;ext=1\r\n{\"err\r\n6\r\nor\":\"x\r\n2\r\n\"}\r\n0\r\nX-Trailer: 1\r\n\r\n"
+        b'5;ext=1\r\n{"err\r\n6\r\nor":"x\r\n2\r\n"}\r\n0\r\nX-Trailer: 1\r\n\r\n'
     )
     server, t = start(serve, ([chunked], False))
     assert t.post("/a", b"{}", {}) == SendResult(400, b'{"error":"x"}', None)
@@ -184,7 +184,11 @@ def test_a_response_in_one_byte_segments_is_parsed(serve: list[RawServer]) -> No
 
 @pytest.mark.parametrize(
     "reply",
-    [b"NOT HTTP\r\n\r\n", b"HTTP/1.1 2x1 Created\r\n\r\n", b"HTTP/1.1 201 Created\r\nContent-Length: -1\r\n\r\n"],
+    [
+        b"NOT HTTP\r\n\r\n",
+        b"HTTP/1.1 2x1 Created\r\n\r\n",
+        b"HTTP/1.1 201 Created\r\nContent-Length: -1\r\n\r\n",
+    ],
 )
 def test_a_malformed_response_is_a_failed_send(serve: list[RawServer], reply: bytes) -> None:
     _, t = start(serve, ([reply], True))

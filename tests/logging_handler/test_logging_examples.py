@@ -142,7 +142,9 @@ def documented_example() -> tuple[str, dict[str, object], str]:
     """The handler's worked example in the README: its code, the JSON shown for it, and the README's text."""
     for doc in (ROOT / "README.md",):
         text = doc.read_text(encoding="utf-8")
-        for found in re.finditer(r"```python\n((?:(?!```).)*)```\s*arrives as\s*```json\n(.*?)```", text, re.S):
+        for found in re.finditer(
+            r"```python\n((?:(?!```).)*)```\s*arrives as\s*```json\n(.*?)```", text, re.S
+        ):
             if "SerlaHandler(serla)" in found.group(1):
                 return found.group(1), json.loads(found.group(2)), text
     pytest.fail("the documented SerlaHandler example is not in README.md")
