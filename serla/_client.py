@@ -38,7 +38,7 @@ _MAX_IDENTIFY_ID = 256
 def _build_deferred(
     event: str,
     distinct_id: str,
-    properties: dict[str, Any] | Callable[[], dict[str, Any]],
+    build_properties: Callable[[], dict[str, Any]],
     epoch_seconds: Optional[float],
     ts: Optional[str],
 ) -> bytes | None:
@@ -46,8 +46,7 @@ def _build_deferred(
     stamp = ts if ts is not None else format_timestamp(epoch_seconds)
     if stamp is None:
         return None
-    props = properties() if callable(properties) else properties
-    return encode_event(event, distinct_id, stamp, props)
+    return encode_event(event, distinct_id, stamp, build_properties())
 
 
 class Serla:
@@ -267,16 +266,16 @@ class Serla:
         self,
         event: str,
         distinct_id: str,
-        properties: dict[str, Any] | Callable[[], dict[str, Any]],
+        build_properties: Callable[[], dict[str, Any]],
         epoch_seconds: Optional[float],
         wait: bool = True,
     ) -> bool:
         """Accept an event whose JSON is built on the flusher thread (for the OpenTelemetry bridge).
 
         The caller guarantees what :meth:`track` would otherwise check and snapshot: ``event`` and
-        ``distinct_id`` are non-empty strings, ``properties`` is a dict of its own whose values can't change
-        (an ended span's attribute values: strings, numbers, booleans and tuples of them), or a function
-        that builds one from such values (it then runs on the flusher thread too), and
+        ``distinct_id`` are non-empty strings, ``build_properties`` returns a new dict built from values
+        that can't change (an ended span's attributes: strings, numbers, booleans and tuples of them; it
+        runs on the flusher thread), and
         ``epoch_seconds`` is a time (``None``: now, read at this call). The JSON is then built when its
         batch is taken; an event that can't be encoded there is dropped and counted (``internal_error``,
         ``too_large``). ``wait=False``: refuse at once when the queue is full. Never raises.
@@ -286,7 +285,7 @@ class Serla:
                 return True
             ts = self._now() if epoch_seconds is None else None
             return self._put(
-                self._deferred(_build_deferred, event, distinct_id, properties, epoch_seconds, ts), wait
+                self._deferred(_build_deferred, event, distinct_id, build_properties, epoch_seconds, ts), wait
             )
         except Exception:
             _warn_exc("serla: track() failed unexpectedly; the event is dropped")

@@ -91,6 +91,19 @@ class _Batch:
     def derive(self, items: list[Any], seqs: list[int], tag: str) -> _Batch:
         return _Batch(items, seqs, f"{self.key}.{tag}", self.last_seq)
 
+    def halves(self) -> tuple[_Batch, _Batch]:
+        """The first and second half of this batch, keyed ``<key>.0`` and ``<key>.1``."""
+        half = len(self.items) // 2
+        return (
+            self.derive(self.items[:half], self.seqs[:half], "0"),
+            self.derive(self.items[half:], self.seqs[half:], "1"),
+        )
+
+
+def _body_size(items: list[Any]) -> int:
+    """The bytes of a request body carrying ``items`` (a ``Deferred`` counts as its size estimate)."""
+    return len(_HEAD) + len(_TAIL) + len(items) + sum(map(len, items))
+
 
 class BatchWorker:
     """Buffers encoded events and delivers them in batches from one named daemon thread.
@@ -432,7 +445,7 @@ class BatchWorker:
         else:
             popleft = buf.popleft
             items = [popleft() for _ in range(MAX_BATCH)]
-        size = len(_HEAD) + len(_TAIL) + len(items) + sum(map(len, items))
+        size = _body_size(items)
         while size > MAX_REQUEST_BYTES and len(items) > 1:  # large events: give some back
             last = items.pop()
             buf.appendleft(last)
@@ -539,13 +552,8 @@ class BatchWorker:
         out: list[_Batch] = []
         while parts:
             part = parts.pop(0)
-            size = len(_HEAD) + len(_TAIL) + len(part.items) + sum(map(len, part.items))
-            if size > MAX_REQUEST_BYTES and len(part.items) > 1:
-                half = len(part.items) // 2
-                parts[:0] = [
-                    part.derive(part.items[:half], part.seqs[:half], "0"),
-                    part.derive(part.items[half:], part.seqs[half:], "1"),
-                ]
+            if _body_size(part.items) > MAX_REQUEST_BYTES and len(part.items) > 1:
+                parts[:0] = part.halves()
             else:
                 out.append(part)
         return out
@@ -640,9 +648,9 @@ class BatchWorker:
             return
         todo.popleft()
         if action is Action.SPLIT:
-            half = len(current.items) // 2
-            todo.appendleft(current.derive(current.items[half:], current.seqs[half:], "1"))
-            todo.appendleft(current.derive(current.items[:half], current.seqs[:half], "0"))
+            first, second = current.halves()
+            todo.appendleft(second)
+            todo.appendleft(first)
             log_debug("serla: splitting a batch of %d (%s)", len(current.items), decision.reason)
             return
         if action is Action.DROP_SOME:

@@ -477,11 +477,7 @@ class SpanTranslator(_Base):
                     name = event.name
                     ev_attrs = event.attributes
                     ns = event.timestamp
-                kind = type(ev_attrs)
-                if kind is BoundedAttributes and _LAYOUT_OK:
-                    ev_attrs = ev_attrs._dict
-                elif kind is not dict:
-                    ev_attrs = _plain(ev_attrs)
+                ev_attrs = _plain(ev_attrs)
                 distinct_id = None
                 if ev_attrs:
                     if TRACKED_MARKER in ev_attrs:
@@ -505,10 +501,8 @@ class SpanTranslator(_Base):
                         # Refused: full (a processor never waits) or closed; the client counted it too.
                         self._drop("queue_full" if limit and pending() >= limit else "rejected")
                     continue
-                else:
-                    props = event_props(base, ev_attrs, ctx, span_name, resource)
-                    ok = track(name, distinct_id, props, ns / 1e9 if ns else None)
-                if not ok:
+                props = event_props(base, ev_attrs, ctx, span_name, resource)
+                if not track(name, distinct_id, props, ns / 1e9 if ns else None):
                     self._drop("rejected")
             if whole:
                 trace_hex, span_hex, service = self._ids(ctx, resource)
