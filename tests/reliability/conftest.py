@@ -14,23 +14,15 @@ from serla._server import SerlaServer
 @pytest.fixture
 def server() -> Iterator[SerlaServer]:
     """A started loopback server; stopped (and every hanging request released) after the test."""
-    srv = SerlaServer(api_keys={API_KEY})
-    srv.start()
-    try:
+    with SerlaServer(api_keys={API_KEY}) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
 def dedupe_server() -> Iterator[SerlaServer]:
     """A loopback server that answers a repeated ``X-Idempotency-Key`` with success and stores nothing."""
-    srv = SerlaServer(api_keys={API_KEY}, dedupe=True)
-    srv.start()
-    try:
+    with SerlaServer(api_keys={API_KEY}, dedupe=True) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
