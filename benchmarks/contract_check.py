@@ -1,6 +1,6 @@
 """How many of an SDK's events a contract-faithful Serla server accepts (runs in this SDK's venv).
 
-It starts ``serla._server.SerlaServer`` (the project's local server, which validates like the real one:
+It starts ``serla.devtools.server.SerlaServer`` (the project's local server, which validates like the real one:
 at most 100 events per request, strict timestamps, ...) on 127.0.0.1, runs one driver's end-to-end
 scenario against it in a fresh process, and prints one ``BENCH_RESULT`` line: events sent, events
 stored, and the status codes the server answered.
@@ -27,7 +27,7 @@ def _emit(out: dict) -> None:
 def main() -> None:
     py, driver, n, cap = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     try:
-        from serla._server import SerlaServer
+        from serla.devtools.server import SerlaServer
     except ImportError as exc:
         _emit({"available": False, "reason": f"{type(exc).__name__}: {exc}"})
         return

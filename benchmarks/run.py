@@ -852,7 +852,7 @@ def render(doc: dict[str, Any]) -> str:
     if contract:
         lines += [
             "",
-            f"Accepted by the contract-faithful server (`serla._server.SerlaServer`), "
+            f"Accepted by the contract-faithful server (`serla.devtools.server.SerlaServer`), "
             f"N={plan.contract_n:,}, defaults:",
             "",
         ]

@@ -308,7 +308,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     err = sys.stderr
     if args_list and args_list[0] in ("dev", "demo"):  # they parse their own options
-        module = importlib.import_module(f"serla._{args_list[0]}")
+        module = importlib.import_module(f"serla.devtools.{args_list[0]}")
         return int(module.main(args_list[1:]) or 0)
     parser = build_parser()
     try:

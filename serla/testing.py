@@ -49,7 +49,7 @@ from serla._retry import SendResult
 from serla._transport import USER_AGENT
 
 if TYPE_CHECKING:
-    from serla._server import SerlaServer
+    from serla.devtools.server import SerlaServer
 
 __all__ = [
     "TEST_API_KEY",
@@ -155,7 +155,7 @@ class CapturedEvents:
     """
 
     def __init__(self) -> None:
-        from serla._server import SerlaServer
+        from serla.devtools.server import SerlaServer
 
         # An in-process server that is never started: no socket, no thread. Only its request handling is
         # used, so the capture validates and stores exactly like the local server (and the real one).
@@ -439,7 +439,7 @@ class CapturedEvents:
 
     def _receive(self, path: str, body: bytes, headers: Mapping[str, str], api_key: str) -> SendResult:
         """Handle one request from a :class:`CaptureTransport` (flusher or identify thread)."""
-        from serla._server import RecordedRequest
+        from serla.devtools.server import RecordedRequest
 
         lowered = {
             "authorization": f"Bearer {api_key}",

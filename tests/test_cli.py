@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from serla._cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main, parse_props, parse_value
-from serla._server import SerlaServer
+from serla.devtools.server import SerlaServer
 
 KEY = "sk_live_cli_test_key"
 

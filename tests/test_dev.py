@@ -29,8 +29,8 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from serla import Serla
-from serla._dev import DevServer, SQLiteStore, build_parser, run
-from serla._server import BATCH_PATH, EVENTS_PATH, IDENTIFY_PATH, Fault, SerlaServer
+from serla.devtools.dev import DevServer, SQLiteStore, build_parser, run
+from serla.devtools.server import BATCH_PATH, EVENTS_PATH, IDENTIFY_PATH, Fault, SerlaServer
 
 KEY = "sk_live_dev_test_key_0123456789abcdefghijklmnopq"  # redacted in the database as sk_live_...nopq
 

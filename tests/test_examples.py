@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from serla._server import SerlaServer
+from serla.devtools.server import SerlaServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 KEY = "sk_live_examples_test_key"

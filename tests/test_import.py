@@ -11,7 +11,7 @@ import subprocess
 import sys
 from typing import Optional
 
-from serla._server import SerlaServer
+from serla.devtools.server import SerlaServer
 
 HEAVY = ("ssl", "http.client", "urllib.request", "opentelemetry", "wrapt", "email.utils", "socket")
 # Made lazy for import time (benchmarks/README.md): none of these is needed to define the API.

@@ -8,7 +8,7 @@ The pieces, all real sockets and threads on loopback, every wait bounded:
 * :class:`TlsFront`, a TLS terminator with a self-signed certificate for ``localhost`` / ``127.0.0.1``
   (made by the ``openssl`` CLI), relaying to the contract server: ``SerlaServer`` speaks plain HTTP only,
   and the client verifies the certificate through ``ca_bundle`` (verification stays on).
-* :class:`serla._server.SerlaServer`, the contract server, which records what really arrived.
+* :class:`serla.devtools.server.SerlaServer`, the contract server, which records what really arrived.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import pytest
 
 from serla import Serla
 from serla._config import bypass_proxy, environment_proxies, resolve_proxy
-from serla._server import SerlaServer
+from serla.devtools.server import SerlaServer
 from serla._transport import HttpTransport
 
 KEY = "sk_live_proxy_0123456789abcdef"

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from serla._server import SerlaServer
+from serla.devtools.server import SerlaServer
 
 SEED = Path(__file__).resolve().parent / "data" / "serla-py-0.1.0-README.txt"  # a copy of the published text
 

@@ -1,4 +1,4 @@
-"""Tests for ``serla._server``: the local Serla server, over real sockets on 127.0.0.1."""
+"""Tests for ``serla.devtools.server``: the local Serla server, over real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from serla._server import (
+from serla.devtools.server import (
     BATCH_PATH,
     EVENTS_PATH,
     IDENTIFY_PATH,

@@ -15,7 +15,7 @@ import pytest
 
 import serla
 from serla import Serla
-from serla._server import SerlaServer
+from serla.devtools.server import SerlaServer
 from serla.testing import CapturedEvents, CaptureTransport, capture
 
 KEY = "sk_live_testing_key"
@@ -349,7 +349,7 @@ def test_serla_disabled_starts_no_thread_sends_nothing_and_says_so(
 def test_import_is_cheap() -> None:
     code = (
         "import sys, threading, serla.testing\n"
-        "heavy = [m for m in ('pytest', '_pytest', 'serla._server', 'http.client', 'http.server') "
+        "heavy = [m for m in ('pytest', '_pytest', 'serla.devtools.server', 'http.client', 'http.server') "
         "if m in sys.modules]\n"
         "print(heavy, threading.active_count())\n"
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from serla._server import SerlaServer
+from serla.devtools.server import SerlaServer
 
 KEY = "sk_live_logging_examples"
 ROOT = Path(__file__).resolve().parents[2]

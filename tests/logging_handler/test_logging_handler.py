@@ -26,7 +26,7 @@ import pytest
 
 import serla
 from serla import Serla
-from serla._server import Fault, SerlaServer
+from serla.devtools.server import Fault, SerlaServer
 from serla.logging_handler import RESERVED_ATTRIBUTES, SerlaHandler
 
 KEY = "sk_live_logging_handler_test"

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("opentelemetry.sdk.trace")
 
 import serla
-from serla._server import SerlaServer
+from serla.devtools.server import SerlaServer
 
 API_KEY = "sk_live_otel_test"
 

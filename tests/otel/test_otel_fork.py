@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from serla._server import SerlaServer
+from serla.devtools.server import SerlaServer
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 

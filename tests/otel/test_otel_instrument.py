@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import serla
 import serla._client
-from serla._server import SerlaServer
+from serla.devtools.server import SerlaServer
 from serla.otel import TRACKED_MARKER, SerlaInstrumentor, SerlaSpanProcessor, tracked
 
 

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 import serla
-from serla._server import SerlaServer
+from serla.devtools.server import SerlaServer
 from serla.otel import SerlaLogRecordExporter, SerlaLogRecordProcessor
 
 T0 = 1_700_000_000_123_456_789

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision, Sampler, Samp
 from opentelemetry.trace import Status, StatusCode
 
 import serla
-from serla._server import Fault, SerlaServer
+from serla.devtools.server import Fault, SerlaServer
 from serla.otel import SerlaSpanExporter, SerlaSpanProcessor
 from serla.otel._translate import _fast_class
 

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk.trace")
 
-from serla._server import SerlaServer
+from serla.devtools.server import SerlaServer
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "examples" / "otel_auto_instrument_app.py"

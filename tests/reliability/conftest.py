@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from reliability_support import API_KEY, Clients
 
-from serla._server import SerlaServer
+from serla.devtools.server import SerlaServer
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Shared helpers of the reliability suite: a real SerlaServer on 127.0.0.1, real clients, real subprocesses.
 
 Nothing here is a double: every client is a real :class:`serla.Serla` with its real ``HttpTransport``
-talking HTTP to a real :class:`serla._server.SerlaServer`. The only test seam used is the retry policy
+talking HTTP to a real :class:`serla.devtools.server.SerlaServer`. The only test seam used is the retry policy
 (``_policy``), so that backoffs last milliseconds instead of seconds; its arithmetic is the production one.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from serla import Serla
 from serla._retry import RetryPolicy
-from serla._server import BATCH_PATH, RecordedRequest, SerlaServer, StoredEvent
+from serla.devtools.server import BATCH_PATH, RecordedRequest, SerlaServer, StoredEvent
 
 API_KEY = "sk_live_reliability_0123456789abcdef"
 

@@ -27,7 +27,7 @@ from reliability_support import Clients
 
 from serla import Serla
 from serla._encode import MAX_DEPTH, encode, encode_event, format_timestamp, sanitize
-from serla._server import BATCH_PATH, IDENTIFY_PATH, RecordedRequest, SerlaServer, is_valid_timestamp
+from serla.devtools.server import BATCH_PATH, IDENTIFY_PATH, RecordedRequest, SerlaServer, is_valid_timestamp
 
 pytestmark = pytest.mark.timeout(120)
 

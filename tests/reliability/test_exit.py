@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from reliability_support import API_KEY, free_port, run_script, write_script
 
-from serla._server import BATCH_PATH, Fault, SerlaServer
+from serla.devtools.server import BATCH_PATH, Fault, SerlaServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -32,7 +32,7 @@ from reliability_support import (
 
 from serla import Serla
 from serla._retry import SendResult
-from serla._server import BATCH_PATH, Fault, SerlaServer
+from serla.devtools.server import BATCH_PATH, Fault, SerlaServer
 from serla._transport import HttpTransport
 
 pytestmark = pytest.mark.timeout(60)

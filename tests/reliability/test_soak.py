@@ -26,7 +26,7 @@ import pytest
 from reliability_support import Clients, fast_policy
 
 from serla import Serla
-from serla._server import BATCH_PATH, Fault, RecordedRequest, SerlaServer
+from serla.devtools.server import BATCH_PATH, Fault, RecordedRequest, SerlaServer
 
 pytestmark = pytest.mark.timeout(100)
 

@@ -5,7 +5,7 @@
     serla dev [--port 8787] [--host 127.0.0.1] [--db serla-dev.db] [--no-dedupe] [--keep-rejected 100]
               [--quiet] [--open]
 
-It is :class:`serla._server.SerlaServer` (the same request handling, validation and error bodies as the
+It is :class:`serla.devtools.server.SerlaServer` (the same request handling, validation and error bodies as the
 real Serla server, see ``SERLA_API.md``) with three additions:
 
 * a :class:`SQLiteStore`, so events and identities survive restarts (``--db``, default ``serla-dev.db`` in
@@ -15,7 +15,7 @@ real Serla server, see ``SERLA_API.md``) with three additions:
 * a web page at ``/`` and JSON endpoints under ``/api/dev/`` listing recent events, identified people and
   the requests the server rejected, with the server's error details.
 
-Only the standard library is used (``http.server`` through :mod:`serla._server`, and :mod:`sqlite3`).
+Only the standard library is used (``http.server`` through :mod:`serla.devtools.server`, and :mod:`sqlite3`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from types import FrameType
 from typing import Any, Callable, Final, Optional, TextIO
 from urllib.parse import parse_qs, parse_qsl, urlencode
 
-from serla._server import (
+from serla.devtools.server import (
     BATCH_PATH,
     EVENTS_PATH,
     RecordedRequest,
@@ -210,7 +210,7 @@ def _stored_event(row: Sequence[Any]) -> StoredEvent:
 
 
 class SQLiteStore:
-    """A :class:`serla._server.Store` that keeps events, identities and rejected requests in SQLite.
+    """A :class:`serla.devtools.server.Store` that keeps events, identities and rejected requests in SQLite.
 
     One connection is shared by every thread behind a lock (the JSON endpoints read it outside the
     server's own lock). A file database uses WAL journaling, so a crash loses at most the last request.
@@ -718,7 +718,7 @@ class DevServer(SerlaServer):
             request: The request, already read off the wire.
 
         Returns:
-            The response, or ``None`` when an injected :class:`~serla._server.Fault` drops the connection
+            The response, or ``None`` when an injected :class:`~serla.devtools.server.Fault` drops the connection
             (``serla dev`` itself injects none).
         """
         dev_route = request.path == "/" or request.path.startswith(_DEV_PREFIX)

@@ -1,6 +1,6 @@
 """``serla demo``: the README's first command. A real client against a local server, no account, no network.
 
-It starts the Serla-compatible server of :mod:`serla._server` on 127.0.0.1 (a free port), points a real
+It starts the Serla-compatible server of :mod:`serla.devtools.server` on 127.0.0.1 (a free port), points a real
 :class:`~serla.Serla` client at it, and tracks a handful of events the way an app would: plain ones, one
 whose properties need coercing (a ``datetime``, a ``Decimal``, a ``set``, a NaN), one with an explicit
 timestamp in another zone, and one wrong call (an empty event name), which is dropped with a WARNING
@@ -48,7 +48,7 @@ def run(out: TextIO, *, events: int = 5) -> int:
         The exit status: 0 when every accepted event reached the server, 1 otherwise.
     """
     from serla import Serla
-    from serla._server import SerlaServer
+    from serla.devtools.server import SerlaServer
 
     handler = logging.StreamHandler(out)
     handler.setFormatter(logging.Formatter("  [log] %(levelname)s %(message)s"))
