@@ -30,8 +30,8 @@ import pytest
 
 from serla import Serla
 from serla._config import bypass_proxy, environment_proxies, resolve_proxy
-from serla.devtools.server import SerlaServer
 from serla._transport import HttpTransport
+from serla.devtools.server import SerlaServer
 
 KEY = "sk_live_proxy_0123456789abcdef"
 WAIT = 5.0  # every socket operation of the test servers is bounded by this

@@ -1,7 +1,7 @@
 """``serla demo``: the README's first command. A real client against a local server, no account, no network.
 
-It starts the Serla-compatible server of :mod:`serla.devtools.server` on 127.0.0.1 (a free port), points a real
-:class:`~serla.Serla` client at it, and tracks a handful of events the way an app would: plain ones, one
+It starts the Serla-compatible server of :mod:`serla.devtools.server` on 127.0.0.1 (a free port), points a
+real :class:`~serla.Serla` client at it, and tracks a handful of events the way an app would: plain ones, one
 whose properties need coercing (a ``datetime``, a ``Decimal``, a ``set``, a NaN), one with an explicit
 timestamp in another zone, and one wrong call (an empty event name), which is dropped with a WARNING
 and counted instead of raising. Then it identifies a user, flushes, and prints what the server received

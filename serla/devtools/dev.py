@@ -5,8 +5,8 @@
     serla dev [--port 8787] [--host 127.0.0.1] [--db serla-dev.db] [--no-dedupe] [--keep-rejected 100]
               [--quiet] [--open]
 
-It is :class:`serla.devtools.server.SerlaServer` (the same request handling, validation and error bodies as the
-real Serla server, see ``SERLA_API.md``) with three additions:
+It is :class:`serla.devtools.server.SerlaServer` (the same request handling, validation and error bodies as
+the real Serla server, see ``SERLA_API.md``) with three additions:
 
 * a :class:`SQLiteStore`, so events and identities survive restarts (``--db``, default ``serla-dev.db`` in
   the current directory; ``:memory:`` keeps nothing);
@@ -39,6 +39,7 @@ from types import FrameType
 from typing import Any, Callable, Final, Optional, TextIO
 from urllib.parse import parse_qs, parse_qsl, urlencode
 
+from serla._version import __version__
 from serla.devtools.server import (
     BATCH_PATH,
     EVENTS_PATH,
@@ -47,7 +48,6 @@ from serla.devtools.server import (
     SerlaServer,
     StoredEvent,
 )
-from serla._version import __version__
 
 __all__ = [
     "DEFAULT_DB",
@@ -718,7 +718,8 @@ class DevServer(SerlaServer):
             request: The request, already read off the wire.
 
         Returns:
-            The response, or ``None`` when an injected :class:`~serla.devtools.server.Fault` drops the connection
+            The response, or ``None`` when an injected
+            :class:`~serla.devtools.server.Fault` drops the connection
             (``serla dev`` itself injects none).
         """
         dev_route = request.path == "/" or request.path.startswith(_DEV_PREFIX)

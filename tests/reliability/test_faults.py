@@ -32,8 +32,8 @@ from reliability_support import (
 
 from serla import Serla
 from serla._retry import SendResult
-from serla.devtools.server import BATCH_PATH, Fault, SerlaServer
 from serla._transport import HttpTransport
+from serla.devtools.server import BATCH_PATH, Fault, SerlaServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,8 +15,8 @@ import pytest
 from reliability_support import API_KEY, Clients, free_port, read_http_request, run_script, write_script
 
 from serla import Serla
-from serla.devtools.server import BATCH_PATH, Fault, SerlaServer
 from serla._transport import MAX_RESPONSE_BYTES
+from serla.devtools.server import BATCH_PATH, Fault, SerlaServer
 
 pytestmark = pytest.mark.timeout(60)
 
