@@ -425,7 +425,7 @@ class Serla:
             return None
         if not isinstance(out, Mapping):
             warn_limited(
-                "before_send_error",
+                "before_send_result",
                 "serla: before_send returned %s (not a dict or None) for event %r; it is sent unchanged",
                 type(out).__name__,
                 event,
