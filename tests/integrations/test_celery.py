@@ -25,7 +25,7 @@ from .conftest import BROWSER_SESSION, KEY, by_name
 pytest.importorskip("celery")
 flask = pytest.importorskip("flask")
 
-TASKS = '''
+TASKS = """
 import os
 from celery import Celery
 import serla
@@ -52,7 +52,7 @@ def probe():
     scope = serla.current_scope()
     client.track("probe", "probe", {"user": scope.distinct_id, "session": scope.session_id})
     client.flush(10)
-'''
+"""
 
 
 @pytest.fixture
@@ -66,8 +66,20 @@ def tasks(server: SerlaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module("celery_tasks")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "celery_tasks", "worker", "--pool=solo", "--concurrency=1",
-         "--without-heartbeat", "--without-mingle", "--without-gossip", "--loglevel=WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "celery_tasks",
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel=WARNING",
+        ],
         cwd=tmp_path,
         env=dict(os.environ, PYTHONPATH=str(tmp_path)),
         stdout=subprocess.PIPE,
@@ -131,5 +143,8 @@ def test_header_round_trip() -> None:
     scope = serla.Scope("u", BROWSER_SESSION, {"company": "acme"}, {"n": 1})
     assert to_header(serla.Scope()) is None
     assert from_header(to_header(scope)) == scope
-    assert from_header({"distinct_id": 5, "session_id": "x", "groups": {"a": 1}, "properties": [1]}) == serla.Scope()
+    assert (
+        from_header({"distinct_id": 5, "session_id": "x", "groups": {"a": 1}, "properties": [1]})
+        == serla.Scope()
+    )
     assert from_header("garbage") is None

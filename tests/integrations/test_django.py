@@ -20,7 +20,7 @@ from .conftest import BROWSER_SESSION, KEY, by_name
 
 pytest.importorskip("django")
 
-PROJECT = '''
+PROJECT = """
 import asyncio, json, os, sys
 import django
 from django.conf import settings
@@ -93,10 +93,12 @@ async def async_requests():
 statuses.append(asyncio.run(async_requests()))
 print(json.dumps({"statuses": statuses, "user": user.pk, "flushed": client.flush(10),
                   "dropped": client.stats()["dropped"]}))
-'''
+"""
 
 
-def test_django_requests_carry_the_logged_in_user_session_and_groups(server: SerlaServer, tmp_path: Path) -> None:
+def test_django_requests_carry_the_logged_in_user_session_and_groups(
+    server: SerlaServer, tmp_path: Path
+) -> None:
     script = tmp_path / "project.py"
     script.write_text(PROJECT, encoding="utf-8")
     env = dict(os.environ, SERLA_API_KEY=KEY, SERLA_HOST=server.url)
