@@ -166,6 +166,7 @@ class Serla:
         self._before_send = before_send
         self._before_send_dropped = 0  # guarded like _invalid
         self._super: dict[str, Any] | None = None  # replaced whole (copy on write), never mutated
+        self._extra = before_send is not None  # super properties or a hook: track() takes the slow path
         from serla import _context
 
         self._scope_get = _context.get_scope
@@ -280,16 +281,17 @@ class Serla:
                     )
             if self._capture_trace and "opentelemetry.trace" in sys.modules:
                 props = _with_trace_context(props)
-            sup = self._super
-            if scope is not self._empty_scope or sup is not None:
-                props = _merged(props, scope, sup)
-                if session_id is None:
-                    session_id = scope.session_id
-            if self._before_send is not None:
-                hooked = self._run_before_send(event, distinct_id, props, ts, session_id)
-                if hooked is None:
-                    return False
-                event, distinct_id, props, ts, session_id = hooked
+            if self._extra or scope is not self._empty_scope:  # else: nothing to merge, no hook
+                sup = self._super
+                if scope is not self._empty_scope or sup is not None:
+                    props = _merged(props, scope, sup)
+                    if session_id is None:
+                        session_id = scope.session_id
+                if self._before_send is not None:
+                    hooked = self._run_before_send(event, distinct_id, props, ts, session_id)
+                    if hooked is None:
+                        return False
+                    event, distinct_id, props, ts, session_id = hooked
             data = encode_event(event, distinct_id, ts, props)
             if session_id is not None:
                 if type(session_id) is str and len(session_id) == 32 and not session_id.strip(_HEX):
@@ -365,6 +367,7 @@ class Serla:
                 )
                 return
             self._super = {**(self._super or {}), **sanitize(props)}
+            self._extra = True
         except Exception:
             _warn_exc("serla: set_properties() failed unexpectedly")
 
@@ -375,6 +378,7 @@ class Serla:
 
             left = {k: v for k, v in (self._super or {}).items() if k not in set(keys_of(keys))}
             self._super = left or None
+            self._extra = self._super is not None or self._before_send is not None
         except Exception:
             _warn_exc("serla: unset_properties() failed unexpectedly")
 
