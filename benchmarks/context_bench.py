@@ -148,20 +148,22 @@ def bench_middleware() -> None:
 
 
 STALL_APP = """
-import asyncio, os, time
+import asyncio, json, os, time
 import serla
 from serla.integrations.asgi import SerlaMiddleware
 
 client = serla.Serla(os.environ["SERLA_API_KEY"], host=os.environ["SERLA_HOST"], flush_on_exit=False,
                      flush_interval_seconds=0.2, batch_size=50)
-worst = 0.0
+TRACK = os.environ.get("STALL_TRACK", "1") == "1"
+
+lateness = []
 
 async def watchdog():
-    global worst
     while True:
         t = time.perf_counter()
         await asyncio.sleep(0.001)
-        worst = max(worst, time.perf_counter() - t - 0.001)
+        if len(lateness) < 2_000_000:
+            lateness.append(time.perf_counter() - t - 0.001)
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
@@ -175,27 +177,43 @@ async def app(scope, receive, send):
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     await receive()
-    global worst
     if scope["path"] == "/reset":
-        worst = 0.0
+        lateness.clear()
         body = b"0"
     elif scope["path"] == "/stall":
-        body = b"%.6f" % worst
+        xs = sorted(lateness)
+        pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
+        body = json.dumps({"p50": pick(0.5), "p99": pick(0.99), "p999": pick(0.999), "max": xs[-1] * 1000,
+                           "samples": len(xs), "dropped": client.stats()["dropped"]}).encode()
     elif scope["path"] == "/flush":
-        body = b"%d" % await client.aflush(10)
-        await client.aidentify("u1", {"plan": "pro"})
+        body = b"%d" % await client.aflush(10) if TRACK else b"1"
+        if TRACK:
+            await client.aidentify("u1", {"plan": "pro"})
     else:
-        for i in range(5):
-            client.track("request_event", properties={"i": i})
+        if TRACK:
+            for i in range(5):
+                client.track("request_event", properties={"i": i})
         body = b"ok"
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body})
 
-app = SerlaMiddleware(app, distinct_id=lambda scope: "u1")
+if TRACK:
+    app = SerlaMiddleware(app, distinct_id=lambda scope: "u1")
 """
 
 
 def bench_stall(seconds: float = 10.0, threads: int = 4) -> None:
+    """Run the load twice: without the SDK (the machine's own stall floor), then with it."""
+    for track in ("0", "1"):
+        print(
+            "without serla (baseline):"
+            if track == "0"
+            else "with serla (ASGI middleware, 5 track() per request):"
+        )
+        _stall_run(seconds, threads, track)
+
+
+def _stall_run(seconds: float, threads: int, track: str) -> None:
     import http.client
 
     from serla.devtools.server import SerlaServer
@@ -206,7 +224,13 @@ def bench_stall(seconds: float = 10.0, threads: int = 4) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        env = dict(os.environ, SERLA_API_KEY="sk_live_bench", SERLA_HOST=server.url, PYTHONPATH=tmp)
+        env = dict(
+            os.environ,
+            SERLA_API_KEY="sk_live_bench",
+            SERLA_HOST=server.url,
+            PYTHONPATH=tmp,
+            STALL_TRACK=track,
+        )
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "stall_app:app", "--port", str(port), "--log-level", "warning"],
             cwd=tmp,
@@ -248,13 +272,17 @@ def bench_stall(seconds: float = 10.0, threads: int = 4) -> None:
                 w.start()
             for w in workers:
                 w.join(seconds + 60)
-            worst = float(get("/stall"))
+            stall = json.loads(get("/stall"))
             total = sum(counts)
             print(
                 f"{total} requests ({total * 5} events, aflush+aidentify every 200 requests per connection) "
                 f"in {seconds:.0f} s over {threads} connections: {total / seconds:.0f} req/s"
             )
-            print(f"longest event-loop stall beyond a 1 ms sleep: {worst * 1000:.2f} ms")
+            print(
+                "event-loop lateness of a 1 ms sleep (ms): "
+                f"p50 {stall['p50']:.3f}, p99 {stall['p99']:.3f}, p99.9 {stall['p999']:.3f}, "
+                f"max {stall['max']:.1f} over {stall['samples']} samples; dropped {stall['dropped']}"
+            )
             print(f"events delivered: {len(server.events)}")
         finally:
             proc.terminate()

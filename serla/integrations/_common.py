@@ -20,6 +20,7 @@ Resolver = Callable[[Any], Any]
 """``resolver(request) -> value``: the request object is the framework's (see each integration)."""
 
 _COOKIE_KEY = SESSION_COOKIE + "="
+_PLAIN = frozenset({type(None), str, int, dict})
 
 
 def session_from_cookie(cookie_header: str | None) -> str | None:
@@ -110,12 +111,15 @@ class Resolvers:
 
     async def aresolve(self, request: Any) -> tuple[Any, Any, Any, Any]:
         """:meth:`resolve`, awaiting resolvers that are coroutine functions (or return awaitables)."""
-        values = list(self.resolve(request))
+        values = self.resolve(request)
+        if all(type(v) in _PLAIN for v in values):  # the common case: no async resolver
+            return values
         names = ("distinct_id", "session_id", "groups", "properties")
+        out = list(values)
         for i, value in enumerate(values):
             if inspect.isawaitable(value):
-                values[i] = await self._await(value, names[i])
-        return values[0], values[1], values[2], values[3]
+                out[i] = await self._await(value, names[i])
+        return out[0], out[1], out[2], out[3]
 
     async def _await(self, value: Awaitable[Any], name: str) -> Any:
         try:
