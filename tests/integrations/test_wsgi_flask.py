@@ -143,3 +143,46 @@ def test_before_send_scrubs_a_property_from_every_request(server: SerlaServer) -
 def test_resolvers_must_be_callable() -> None:
     with pytest.raises(TypeError, match="distinct_id must be a callable"):
         SerlaMiddleware(lambda e, s: [], distinct_id="HTTP_X_USER")  # type: ignore[arg-type]
+
+
+def test_session_resolver_and_request_sessions_off(client: serla.Serla, server: SerlaServer) -> None:
+    app = flask.Flask("wsgi_sessions")
+
+    @app.get("/")
+    def index() -> Any:
+        client.track("viewed")
+        return {"ok": True}
+
+    login_session = "ab" * 16
+    with_resolver = SerlaMiddleware(
+        app.wsgi_app,
+        distinct_id=lambda environ: "u",
+        session_id=lambda environ: login_session if environ.get("HTTP_X_LOGGED_IN") else "not-hex",
+    )
+    without = SerlaMiddleware(app.wsgi_app, distinct_id=lambda environ: "u", request_sessions=False)
+    app.wsgi_app = with_resolver  # type: ignore[method-assign]
+    http = app.test_client()
+    http.get("/", headers={"X-Logged-In": "1"})
+    http.get("/", headers={"X-Logged-In": "1", "X-Serla-Session-Id": BROWSER_SESSION})  # the browser's wins
+    http.get("/")  # the resolver's value is not a session id: a fresh one per request instead
+    app.wsgi_app = without  # type: ignore[method-assign]
+    http.get("/")
+    assert client.flush(5)
+    sessions = [e.get("sessionId") for e in server.events]
+    assert sessions[:2] == [login_session, BROWSER_SESSION]
+    assert sessions[2] is not None and sessions[2] not in (login_session, BROWSER_SESSION)
+    assert sessions[3] is None
+
+
+def test_integrations_are_not_imported_by_import_serla() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, serla\n"
+        "serla.context, serla.current_scope, serla.new_session_id\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('serla.integrations', 'flask', 'django', "
+        "'celery', 'starlette'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
