@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import sys
 from _collections_abc import Mapping
 
@@ -78,9 +77,10 @@ class Serla:
             count, is then the limit. Values above 100 are lowered to 100, with a warning. For a fleet of
             processes sharing one project, ``batch_size=100`` makes the fewest requests.
         debug: Set the ``serla`` logger to DEBUG and attach a stderr handler to it.
-        flush_on_exit: Register an ``atexit`` hook that flushes (bounded by ``shutdown_timeout``). The
-            client stays usable after it, for hooks that run later (``logging.shutdown``, an
-            OpenTelemetry provider's shutdown).
+        flush_on_exit: Deliver what is queued at exit (bounded by ``shutdown_timeout``): from an
+            ``atexit`` hook, and on ``SIGTERM`` (a handler that delivers, then chains to the one it
+            replaced; see ``serla._exit``). The client stays usable after it, for hooks that run later
+            (``logging.shutdown``, an OpenTelemetry provider's shutdown).
         max_queue_size: The most events held in memory (buffered + in flight) while the endpoint is down.
             Further events are refused, counted in ``stats()["dropped"]["queue_full"]`` and warned about.
         max_buffer_bytes: The most bytes of encoded events held while the endpoint is up but slow or
@@ -190,8 +190,10 @@ class Serla:
                 if not worker.flush(exit_timeout):
                     log_warning("serla: %d events were not delivered at exit", worker.pending())
 
+            from serla import _exit
+
             self._atexit = _flush_at_exit
-            atexit.register(_flush_at_exit)
+            self._exit_token = _exit.register(_flush_at_exit)
         if cfg.disabled:
             log = serla_log()
             if log is not None:
@@ -380,7 +382,9 @@ class Serla:
             self._shut = True
             if self._atexit is not None:
                 self._exit_state[0] = True
-                atexit.unregister(self._atexit)
+                from serla import _exit
+
+                _exit.unregister(self._exit_token)
                 self._atexit = None
             if self._disabled:
                 return True
