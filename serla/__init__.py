@@ -25,6 +25,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from serla._context import distinct_id_context, get_distinct_id, reset_distinct_id, set_distinct_id
     from serla._registry import get_default_client, set_default_client
+    from serla._tracked import tracked
 
 if "logging" in sys.modules:
     add_null_handler()
@@ -37,6 +38,7 @@ _LAZY = {
     "set_distinct_id": "serla._context",
     "get_default_client": "serla._registry",
     "set_default_client": "serla._registry",
+    "tracked": "serla._tracked",  # needs wrapt: pip install "serla-py[tracked]"
 }
 
 
@@ -64,4 +66,5 @@ __all__ = [
     "reset_distinct_id",
     "set_default_client",
     "set_distinct_id",
+    "tracked",
 ]

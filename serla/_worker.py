@@ -581,7 +581,8 @@ class BatchWorker:
             self._resolve(part, reason)
         with self._lock:
             left = self._pending
-            self._dropped[reason] += left if left > 0 else 0
+            if left > 0:
+                self._dropped[reason] += left
             self._pending = 0
             self._pending_bytes = 0
             self._buffer.clear()
