@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from serla._encode import Timestamp
     from serla._retry import RetryPolicy
+    from serla._stats import Stats
     from serla._transport import Transport
 
 IDENTIFY_PATH = "/api/v1/identify"
@@ -400,15 +401,16 @@ class Serla:
         """The number of events accepted and not yet delivered or dropped (buffered + in flight)."""
         return self._worker.pending()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Stats:
         """Counters for health checks and tests.
 
         Returns:
-            A dict with ``queued`` (in the buffer), ``in_flight``, ``pending`` (both), ``accepted``,
-            ``sent`` (events the server confirmed), ``batches_sent``, ``requests``, ``retried``
-            (resends of a batch), ``dropped`` (a dict: reason -> events; reasons are ``invalid_call``,
+            A :class:`serla.Stats` dict: ``queued`` (in the buffer), ``queued_bytes``, ``in_flight``,
+            ``pending`` (both), ``accepted``, ``sent`` (events the server confirmed), ``batches_sent``,
+            ``requests``, ``retried`` (resends of a batch), ``dropped`` (reason -> events: ``invalid_call``,
             ``queue_full``, ``rejected`` (400), ``too_large``, ``server_error``, ``shutdown``),
-            ``healthy`` (the last send succeeded) and ``last_error``.
+            ``healthy`` (the last send succeeded), ``state`` (``up``, ``rate_limited``, ``paused``,
+            ``down``), ``last_error`` and ``lanes`` (the error and LLM lanes' counters).
         """
         out = self._worker.stats()
         if self._invalid:

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Final
 
     from serla._retry import Decision, RetryPolicy
+    from serla._stats import LaneStats, Stats
     from serla._transport import SendResult, Transport
 
 BATCH_PATH: Final = "/api/v1/events/batch"
@@ -183,7 +184,7 @@ class _Lane:
         self.hold_kind = ""
         self.disabled = ""  # the reason the lane is off, or ""
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> LaneStats:
         return {
             "queued": len(self.buffer) + (self.current is not None),
             "accepted": self.accepted,
@@ -610,7 +611,7 @@ class BatchWorker:
             self._after_fork()
         return self._pending
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Stats:
         """A snapshot of the counters (see ``Serla.stats``)."""
         with self._lock:
             if not self._healthy and not self._up:
