@@ -34,6 +34,8 @@ if TYPE_CHECKING:
         set_distinct_id,
     )
     from serla._registry import get_default_client, set_default_client
+    from serla._stats import LaneStats, Stats
+    from serla._tracked import tracked
 
 if "logging" in sys.modules:
     add_null_handler()
@@ -50,6 +52,9 @@ _LAZY = {
     "set_distinct_id": "serla._context",
     "get_default_client": "serla._registry",
     "set_default_client": "serla._registry",
+    "Stats": "serla._stats",
+    "LaneStats": "serla._stats",
+    "tracked": "serla._tracked",  # needs wrapt: pip install "serla-py[tracked]"
 }
 
 
@@ -69,8 +74,10 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Config",
+    "LaneStats",
     "Scope",
     "Serla",
+    "Stats",
     "__version__",
     "context",
     "current_scope",
@@ -81,4 +88,5 @@ __all__ = [
     "reset_distinct_id",
     "set_default_client",
     "set_distinct_id",
+    "tracked",
 ]

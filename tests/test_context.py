@@ -420,7 +420,8 @@ def test_async_methods_keep_the_event_loop_running(server: SerlaServer) -> None:
 
 def test_track_on_an_event_loop_never_waits_for_room(server: SerlaServer) -> None:
     # Same full queue twice: a plain thread waits for room (and gets it), the event loop's thread doesn't.
-    client = make(server, max_queue_size=1, block_on_full_seconds=30, batch_size=1)
+    # Room for one event while deliveries succeed (max_buffer_bytes) and while they fail (max_queue_size).
+    client = make(server, max_queue_size=1, max_buffer_bytes=200, block_on_full_seconds=30, batch_size=1)
     try:
         assert client.track("first", "u") is True
         assert client.flush(5) is True  # deliveries succeed: the worker is healthy, so track() may wait
