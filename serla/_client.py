@@ -345,7 +345,7 @@ class Serla:
         an integration, a :func:`serla.context` block, else the current thread or asyncio task) and lasts
         until that scope ends. With ``properties``, a ``$group_identify`` event is sent too
         (``{"$groupType", "$groupId", "$groupProperties"}``, under the context's user, as serla-js
-        sends it). Never raises.
+        sends it; without a user it is dropped like any ``track()`` without one). Never raises.
 
         Args:
             group_type: The kind of group (``"company"``, ``"team"``), a non-empty string.
@@ -421,12 +421,46 @@ class Serla:
         """:meth:`identify` for asyncio code: the request runs in a worker thread, the loop keeps running."""
         return bool(await _in_thread(self.identify, distinct_id, properties))
 
+    def _apply_before_send(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """Show ``record`` to ``before_send``: what to send (``record`` itself when the hook fails), or None.
+
+        The one place the hook runs, for events and for the other lanes' records (error reports, LLM
+        records: their dict is named like the arguments of the call that made them). ``None``: the hook
+        dropped it (counted as ``before_send``). A hook that raises, or returns neither a dict nor
+        ``None``, is logged (rate-limited) and the record goes out unchanged.
+        """
+        hook = self._before_send
+        if hook is None:
+            return record
+        try:
+            out = hook(dict(record))
+        except Exception as exc:
+            warn_limited(
+                "before_send_error",
+                "serla: before_send raised %r for %r; it is sent unchanged",
+                exc,
+                record.get("event", record.get("kind")),
+            )
+            return record
+        if out is None:
+            with self._worker._lock:
+                self._before_send_dropped += 1
+            log_debug("serla: before_send dropped %r", record.get("event", record.get("kind")))
+            return None
+        if not isinstance(out, Mapping):
+            warn_limited(
+                "before_send_result",
+                "serla: before_send returned %s (not a dict or None) for %r; it is sent unchanged",
+                type(out).__name__,
+                record.get("event", record.get("kind")),
+            )
+            return record
+        return dict(out)
+
     def _run_before_send(
         self, event: str, distinct_id: str, props: dict[str, Any], ts: str, session_id: Optional[str]
     ) -> tuple[str, str, dict[str, Any], str, Optional[str]] | None:
-        """Call ``before_send``; the (checked) fields to send, or None when the event is dropped."""
-        hook = self._before_send
-        assert hook is not None
+        """Call ``before_send`` on an event; the (checked) fields to send, or None when it is dropped."""
         record = {
             "event": event,
             "distinct_id": distinct_id,
@@ -434,30 +468,11 @@ class Serla:
             "timestamp": ts,
             "session_id": session_id,
         }
-        unchanged = (event, distinct_id, props, ts, session_id)
-        try:
-            out = hook(record)
-        except Exception as exc:
-            warn_limited(
-                "before_send_error",
-                "serla: before_send raised %r for event %r; the event is sent unchanged",
-                exc,
-                event,
-            )
-            return unchanged
+        out = self._apply_before_send(record)
         if out is None:
-            with self._worker._lock:
-                self._before_send_dropped += 1
-            log_debug("serla: before_send dropped event %r", event)
             return None
-        if not isinstance(out, Mapping):
-            warn_limited(
-                "before_send_result",
-                "serla: before_send returned %s (not a dict or None) for event %r; it is sent unchanged",
-                type(out).__name__,
-                event,
-            )
-            return unchanged
+        if out is record:
+            return event, distinct_id, props, ts, session_id
         new_event = out.get("event", event)
         new_id = out.get("distinct_id", distinct_id)
         if not isinstance(new_event, str) or not new_event or not isinstance(new_id, str) or not new_id:

@@ -442,3 +442,32 @@ def test_track_on_an_event_loop_never_waits_for_room(server: SerlaServer) -> Non
     finally:
         client.shutdown(5)
     assert [e["name"] for e in server.events] == ["first", "held", "thread_waits", "held_again"]
+
+
+def test_other_lanes_records_go_through_the_same_hook(server: SerlaServer) -> None:
+    # What capture_exception() / track_llm() call before encoding a record (Serla._apply_before_send).
+    def hook(record: dict[str, Any]) -> Any:
+        if record.get("kind") == "llm":
+            return None
+        if record.get("kind") == "broken":
+            raise ValueError("nope")
+        record.pop("user_agent", None)
+        return record
+
+    client = make(server, before_send=hook)
+    try:
+        error = {"kind": "error", "message": "boom", "user_agent": "secret"}
+        assert client._apply_before_send(error) == {"kind": "error", "message": "boom"}
+        assert error["user_agent"] == "secret"  # the hook got a copy
+        assert client._apply_before_send({"kind": "llm", "model": "m"}) is None
+        broken = {"kind": "broken"}
+        assert client._apply_before_send(broken) is broken
+        assert client.stats()["dropped"]["before_send"] == 1
+    finally:
+        client.shutdown(5)
+    plain = make(server)
+    try:
+        record = {"kind": "error"}
+        assert plain._apply_before_send(record) is record  # no hook: nothing done
+    finally:
+        plain.shutdown(5)
