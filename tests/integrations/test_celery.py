@@ -73,7 +73,7 @@ def tasks(server: SerlaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
             "-A",
             "celery_tasks",
             "worker",
-            "--pool=solo",
+            "--pool=prefork",
             "--concurrency=1",
             "--without-heartbeat",
             "--without-mingle",
