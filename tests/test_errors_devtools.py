@@ -133,7 +133,11 @@ def test_serla_dev_keeps_error_groups_in_sqlite_and_shows_them(tmp_path: Path) -
     db = tmp_path / "dev.db"
     with SQLiteStore(db) as store, DevServer(port=0, store=store) as dev:
         for n in (1, 2):
-            report = {"message": f"card {n}", "type": "shop.CardDeclined", "stack": "x\n    at pay (shop.py:3:0)"}
+            report = {
+                "message": f"card {n}",
+                "type": "shop.CardDeclined",
+                "stack": "x\n    at pay (shop.py:3:0)",
+            }
             assert _post(dev, report)[0] == 200
         conn = http.client.HTTPConnection("127.0.0.1", dev.port, timeout=10)
         conn.request("GET", "/api/dev/errors")
