@@ -462,9 +462,12 @@ class Serla:
                 self._error_reporter().count("duplicate")
                 return False
             reporter = self._error_reporter()
+            report = build_report(exc, reporter.rules, caller=caller, allow=reporter.allow)
+            if report is None:  # rate-limited (counted)
+                return False
             return self._queue_report(
                 reporter,
-                build_report(exc, reporter.rules, caller=caller),
+                report,
                 exc=exc,
                 distinct_id=distinct_id,
                 level=level,

@@ -47,11 +47,12 @@ import os
 import sys
 import threading
 import weakref
+from itertools import islice
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
-    from types import CodeType, FrameType, TracebackType
+    from types import FrameType, TracebackType
     from typing import Any, Callable, Final, Optional
 
     BeforeSend = Callable[[dict[str, Any], Optional[BaseException]], Optional[dict[str, Any]]]
@@ -147,6 +148,8 @@ def _safe_text(line: str) -> str:
 
 def _clean(value: str) -> str:
     """Remove U+0000 and replace lone surrogates (the server's database rejects both)."""
+    if value.isascii() and "\x00" not in value:
+        return value
     if "\x00" in value:
         value = value.replace("\x00", "")
     try:
@@ -228,7 +231,7 @@ def map_level(level: Any) -> str | None:
 class Frame:
     """One stack frame, as reported: where, which function, and whether it is the application's code."""
 
-    __slots__ = ("colno", "filename", "function", "in_app", "lineno", "module", "path")
+    __slots__ = ("_code", "_colno", "_lasti", "filename", "function", "in_app", "lineno", "module", "path")
 
     def __init__(
         self,
@@ -237,39 +240,50 @@ class Frame:
         function: str,
         module: str | None = None,
         colno: int = 0,
+        code: Any = None,
+        lasti: int = -1,
     ) -> None:
         self.filename = filename
         self.lineno = lineno
-        self.colno = colno
+        self._colno = colno
+        self._code = code
+        self._lasti = lasti
         self.function = function
         self.module = module
         self.in_app = False
         self.path = filename
 
+    @property
+    def colno(self) -> int:
+        """The 1-based column (Python 3.11+, read when first needed), or 0 when unknown."""
+        code = self._code
+        if code is not None:
+            self._code = None
+            self._colno = _column(code, self._lasti)
+        return self._colno
+
     def __repr__(self) -> str:
         return f"<Frame {self.function} {self.path}:{self.lineno} in_app={self.in_app}>"
 
 
-def _function_name(code: CodeType) -> str:
+def _function_name(code: Any) -> str:
     # ``co_name``, not 3.11's ``co_qualname``: the group must be the same on every Python version of a
     # fleet and the same as from a traceback's text (which names ``co_name``).
-    return code.co_name
+    name: str = code.co_name
+    return name
 
 
-def _column(code: CodeType, lasti: int) -> int:
+def _column(code: Any, lasti: int) -> int:
     """The 1-based column of the instruction at ``lasti`` (Python 3.11+), else 0 (unknown)."""
     positions = getattr(code, "co_positions", None)
     if positions is None or lasti < 0:
         return 0
     try:
-        index = lasti // 2
-        for i, pos in enumerate(positions()):
-            if i == index:
-                col = pos[2]
-                return col + 1 if isinstance(col, int) else 0
+        pos = next(islice(positions(), lasti // 2, None), None)
     except Exception:
-        pass
-    return 0
+        return 0
+    col = pos[2] if pos is not None else None
+    return col + 1 if isinstance(col, int) else 0
 
 
 def _frame_from(frame: FrameType, lineno: int | None, lasti: int) -> Frame:
@@ -280,7 +294,9 @@ def _frame_from(frame: FrameType, lineno: int | None, lasti: int) -> Frame:
         lineno if lineno is not None else (frame.f_lineno or 0),
         _function_name(code),
         module if isinstance(module, str) else None,
-        _column(code, lasti),
+        0,
+        code,
+        lasti,
     )
 
 
@@ -471,7 +487,8 @@ def _relative(path: str, root: str) -> str:
 
 def _frame_line(frame: Frame, as_frame: bool) -> str:
     function = _clean(frame.function) or "<anonymous>"
-    location = f"{_clean(frame.path)}:{frame.lineno}:{frame.colno}"
+    # The column is read for the application's frames only (it costs a walk of the code's positions).
+    location = f"{_clean(frame.path)}:{frame.lineno}:{frame.colno if frame.in_app or as_frame else 0}"
     if as_frame:
         line = f"    at {function} ({location})"
         if parses_as_frame(line):
@@ -640,37 +657,41 @@ def build_report(
     rules: PathRules,
     *,
     caller: FrameType | None = None,
-) -> Report:
+    allow: Callable[[tuple[str, ...]], bool] | None = None,
+) -> Report | None:
     """Build ``message``, ``type`` and ``stack`` for an exception, and its grouping key.
 
     Args:
         exc: The exception.
         rules: The in-app and path rules.
         caller: The frame to take the stack from when ``exc`` was never raised (no traceback).
+        allow: Asked with the grouping key before any text is written (the rate limit); when it says
+            False, None is returned.
     """
     frames = _exception_frames(exc, rules, caller)
     key_index = _key_index(frames)
-    etype = type_name(type(exc))
-    message = _str(exc).strip() or etype
+    etype = truncate(type_name(type(exc)), MAX_TYPE, keep_end=True)
+    message = truncate(_str(exc).strip() or etype, MAX_MESSAGE)
+    if key_index is not None:
+        frame = frames[key_index]
+        key: tuple[str, ...] = (etype.lower(), frame.path, frame.function)
+    else:
+        key = (etype.lower(), message[:200])
+    if allow is not None and not allow(key):
+        return None
     lines = _header("", exc)
     lines.extend(_frame_lines(frames, key_index))
     lines.extend(_chained_lines(exc, rules, key_index is not None))
-    fields: dict[str, Any] = {
-        "message": truncate(message, MAX_MESSAGE),
-        "type": truncate(etype, MAX_TYPE, keep_end=True),
-        "stack": _fit_stack(lines),
-    }
-    if key_index is not None:
-        frame = frames[key_index]
-        key: tuple[str, ...] = (fields["type"].lower(), frame.path, frame.function)
-    else:
-        key = (fields["type"].lower(), fields["message"][:200])
-    return Report(fields, key)
+    return Report({"message": message, "type": etype, "stack": _fit_stack(lines)}, key)
 
 
 def build_report_from_text(
-    type_text: str, message: str, traceback_text: str | None, rules: PathRules
-) -> Report:
+    type_text: str,
+    message: str,
+    traceback_text: str | None,
+    rules: PathRules,
+    allow: Callable[[tuple[str, ...]], bool] | None = None,
+) -> Report | None:
     """Like :func:`build_report` for an exception known only as text (an OpenTelemetry span event).
 
     The frames come from the traceback's text (module names unknown: in-app is decided by path only);
@@ -681,6 +702,14 @@ def build_report_from_text(
     frames = frames_from_text(traceback_text) if traceback_text else []
     rules.apply(frames)
     key_index = _key_index(frames)
+    message = truncate(message, MAX_MESSAGE)
+    if key_index is not None:
+        frame = frames[key_index]
+        key: tuple[str, ...] = (etype.lower(), frame.path, frame.function)
+    else:
+        key = (etype.lower(), message[:200])
+    if allow is not None and not allow(key):
+        return None
     lines = [
         _safe_text(line) for line in truncate(f"{etype}: {message}", MAX_MESSAGE + MAX_TYPE + 2).split("\n")
     ]
@@ -689,17 +718,7 @@ def build_report_from_text(
         lines.append("")
         lines.append("Python traceback:")
         lines.extend(_safe_text(line) for line in _clean(traceback_text).rstrip("\n").split("\n"))
-    fields: dict[str, Any] = {
-        "message": truncate(message, MAX_MESSAGE),
-        "type": etype,
-        "stack": _fit_stack(lines),
-    }
-    if key_index is not None:
-        frame = frames[key_index]
-        key: tuple[str, ...] = (etype.lower(), frame.path, frame.function)
-    else:
-        key = (etype.lower(), fields["message"][:200])
-    return Report(fields, key)
+    return Report({"message": message, "type": etype, "stack": _fit_stack(lines)}, key)
 
 
 # -- checks after the hook ----------------------------------------------------------------------------------
@@ -846,6 +865,13 @@ class ErrorReporter:
 
             os.register_at_fork(after_in_child=_child)
 
+    def allow(self, key: tuple[str, ...]) -> bool:
+        """The rate limit: False (and counted as ``rate_limited``) past the key's budget for this minute."""
+        if self.limiter.allow(key):
+            return True
+        self.count("rate_limited")
+        return False
+
     def count(self, reason: str) -> None:
         """Add one to a counter (``captured``, ``rate_limited``, ``dropped_by_hook``, ...)."""
         with self._lock:
@@ -869,10 +895,7 @@ class ErrorReporter:
         timestamp: str,
         session_id: str | None = None,
     ) -> dict[str, Any] | None:
-        """Rate-limit, fill in the rest of the fields and run the hook; the wire body's fields or None."""
-        if not self.limiter.allow(report.key):
-            self.count("rate_limited")
-            return None
+        """Fill in the rest of the fields and run the hook; the wire body's fields, or None (dropped)."""
         fields = report.fields
         fields["level"] = level
         fields["timestamp"] = timestamp

@@ -586,7 +586,10 @@ class SpanTranslator(_Base):
             if isinstance(ev_attrs.get("exception.stacktrace"), str)
             else None,
             reporter.rules,
+            reporter.allow,
         )
+        if report is None:  # rate-limited (counted)
+            return
         client._queue_report(
             reporter,
             report,
