@@ -386,13 +386,13 @@ class SerlaHandler(logging.Handler):
             (no default client and none configurable from the environment), ``queue_full`` (the client's
             queue was full: the handler never waits for room), ``rejected`` (the client refused the event;
             its own ``stats()`` says why), ``closed`` (after :meth:`close`) and ``error`` (see
-            ``handleError``). ``errors_reported``: records queued as error reports (``errors_level``).
+            ``handleError``). ``errors_reported`` (only with ``errors_level``): records queued as error
+            reports.
         """
-        return {
-            "tracked": self._tracked,
-            "dropped": dict(self._dropped),
-            "errors_reported": self._errors_reported,
-        }
+        out: dict[str, Any] = {"tracked": self._tracked, "dropped": dict(self._dropped)}
+        if self._errors_level is not None:
+            out["errors_reported"] = self._errors_reported
+        return out
 
     def filter(self, record: logging.LogRecord) -> Any:
         """Drop the SDK's own records, run your filters, then keep the record only if it names an event.
