@@ -376,3 +376,78 @@ def test_rate_limiter_forgets_old_keys_when_full() -> None:
     now[0] = 61.0
     assert limiter.allow(("c",))  # the expired windows made room
     assert not limiter.allow(("c",))
+
+
+def test_local_variables_are_never_sent(app: Any) -> None:
+    def handler(password: str) -> None:
+        token = "tok_" + password  # noqa: F841 - a local the report must not show
+        raise PermissionError("denied")
+
+    exc = _raise(handler, "hunter2-secret")
+    fields = build_report(exc, PathRules()).fields  # type: ignore[union-attr]
+    assert "hunter2" not in repr(fields)
+
+
+def test_options_are_checked_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serla import Serla
+
+    with pytest.raises(TypeError):
+        Serla("sk_live_x", release=1.0, disabled=True)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        Serla("sk_live_x", in_app_include="myapp", disabled=True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Serla("sk_live_x", in_app_include=[""], disabled=True)
+    with pytest.raises(TypeError):
+        Serla("sk_live_x", before_send_error="scrub", disabled=True)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        Serla("sk_live_x", capture_exceptions=1, disabled=True)  # type: ignore[arg-type]
+    monkeypatch.setenv("SERLA_RELEASE", "  9.9.9 ")
+    monkeypatch.setenv("SERLA_ENVIRONMENT", "staging")
+    client = Serla("sk_live_x", disabled=True)
+    assert (client.config.release, client.config.environment) == ("9.9.9", "staging")
+    assert Serla("sk_live_x", release="1", disabled=True).config.release == "1"
+    from serla import Config
+
+    config = Config.from_env({"SERLA_API_KEY": "sk_live_x", "SERLA_RELEASE": "2"})
+    assert config.release == "2" and config.environment is None
+
+
+def test_asyncio_handlers_still_run_and_the_exception_is_reported_once() -> None:
+    import asyncio
+
+    from serla import Serla
+
+    client = Serla("sk_live_x", disabled=True, capture_exceptions=True)
+    seen: list[Any] = []
+    loop = asyncio.new_event_loop()
+    try:
+        loop.set_exception_handler(lambda lp, ctx: seen.append(ctx["exception"]))
+        error = OSError("callback failed")
+        loop.call_exception_handler({"message": "x", "exception": error})
+        loop.call_exception_handler({"message": "again", "exception": error})
+        loop.call_exception_handler({"message": "no exception"})
+    finally:
+        loop.close()
+        client.shutdown(1)
+    assert seen == [error, error]  # the loop's own handler ran every time
+    assert client.stats()["errors"] == {"captured": 1, "duplicate": 1}
+
+
+def test_hooks_skip_keyboard_interrupt_and_restore_on_shutdown() -> None:
+    import threading
+
+    from serla import Serla
+
+    before = (sys.excepthook, threading.excepthook)
+    calls: list[Any] = []
+    sys.excepthook = lambda *args: calls.append(args[0])
+    try:
+        client = Serla("sk_live_x", disabled=True, capture_exceptions=True)
+        assert threading.excepthook is not before[1]
+        sys.excepthook(KeyboardInterrupt, KeyboardInterrupt(), None)
+        assert calls == [KeyboardInterrupt]  # chained, not reported
+        assert client.stats()["errors"] == {}
+        client.shutdown(1)
+        assert threading.excepthook is before[1] and sys.excepthook is not before[0]
+    finally:
+        sys.excepthook = before[0]
