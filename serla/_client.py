@@ -446,10 +446,16 @@ class Serla:
             return False
 
     def _error_reporter(self) -> ErrorReporter:
+        """The error reporter (options, path rules, rate limit, counters), created on first use."""
         reporter = self._errors
-        if reporter is None:
-            from serla._errors import ErrorReporter
+        if reporter is not None:
+            return reporter
+        from serla._errors import ErrorReporter
 
+        with self._worker._lock:  # one reporter even when two threads capture their first error at once
+            reporter = self._errors
+            if reporter is not None:
+                return reporter
             cfg = self._config
             reporter = ErrorReporter(
                 release=cfg.release,
@@ -461,7 +467,7 @@ class Serla:
                 clock=self._clock,
             )
             self._errors = reporter
-        return reporter
+            return reporter
 
     def _capture(
         self,
