@@ -157,6 +157,20 @@ def test_402_turns_error_reporting_off_and_events_go_on(server: SerlaServer) -> 
     assert server.errors.reports() == []
 
 
+def test_a_rate_limited_errors_bucket_never_holds_up_events(server: SerlaServer, client: Serla) -> None:
+    from serla.devtools.server import Fault
+
+    server.inject(Fault(status=429, headers={"Retry-After": "30"}, path="/api/v1/errors"))
+    assert client.capture_exception(ValueError("held for 30 s"))
+    assert server.wait_for_requests(1, timeout=5)  # the 429
+    for n in range(3):
+        assert client.track("order_paid", "u1", {"n": n})
+    assert client.flush(0.5) is False  # the report waits for its bucket...
+    assert server.wait_for_events(3, timeout=5)  # ...while events are delivered
+    assert server.errors.reports() == []
+    assert client.stats()["lanes"]["errors"]["queued"] == 1
+
+
 def test_logging_handler_reports_exceptions_once(server: SerlaServer, client: Serla) -> None:
     from serla.logging_handler import SerlaHandler
 
