@@ -70,15 +70,17 @@ class Hooks:
 
         def serla_excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
             client = ref()
-            captured = False
-            if client is not None and isinstance(exc, BaseException) and not isinstance(exc, _SKIPPED):
+            reportable = isinstance(exc, BaseException) and not isinstance(exc, _SKIPPED)
+            if client is not None and reportable:
                 if exc.__traceback__ is None and tb is not None:
                     exc.__traceback__ = tb
-                captured = _report(client, exc, "sys.excepthook")
+                _report(client, exc, "sys.excepthook")
             try:
                 previous_sys(exc_type, exc, tb)
             finally:
-                if captured and client is not None:
+                # Flush even when this exception was already reported (say by the logging handler):
+                # its report may still be queued, and the process is about to exit.
+                if reportable and client is not None:
                     with contextlib.suppress(Exception):
                         client.flush(client.config.shutdown_timeout)
 
