@@ -210,3 +210,41 @@ def test_a_free_plan_project_keeps_sending_events(
     )
     assert [e["n"] for e in events] == ["0", "1", "2"]
     assert realserver.sql(f"select 1 from error_events where message like '{unique}%'") == []
+
+
+def test_fields_at_the_servers_maxima_are_accepted(realserver: RealServer, unique: str) -> None:
+    from serla import Serla
+
+    cls = type("E" * 150, (Exception,), {})
+    cls.__module__ = unique
+    client = Serla(
+        realserver.keys["max"],
+        host=realserver.host,
+        flush_on_exit=False,
+        environment="e" * 80,
+        release="r" * 150,
+    )
+    try:
+        try:
+            raise cls(unique + " " + "\U0001f600" * 3000)  # 6,000+ UTF-16 units, over the 2,000 limit
+        except Exception as exc:
+            assert client.capture_exception(exc, level="critical", distinct_id="\U0001f600" * 150)
+        try:
+            raise ValueError(f"{unique} debug")
+        except ValueError as exc:
+            assert client.capture_exception(exc, level="debug", context={"nul": "a\x00b"})
+        assert client.flush(60)
+        lane = client.stats()["lanes"]["errors"]
+        assert lane["sent"] == 2 and not lane["dropped"], lane
+    finally:
+        client.shutdown(60)
+    rows = realserver.sql(
+        "select length(message) as message, length(type) as type, level, length(environment) as env,"
+        " length(release) as rel, length(distinct_id) as who, metadata"
+        f" from error_events where message like '{unique} %' order by timestamp"
+    )
+    big, small = rows
+    assert big["level"] == "error" and small["level"] == "info"
+    assert big["env"] == 50 and big["rel"] == 100 and big["type"] <= 100
+    assert big["who"] == 100  # 200 UTF-16 units of surrogate pairs = 100 emoji
+    assert small["metadata"] == {"nul": "ab"}
