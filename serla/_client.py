@@ -990,6 +990,13 @@ def _default_transport_factory(cfg: Config) -> Callable[[], Transport]:
     return factory
 
 
+def _context_distinct_id() -> str | None:
+    """The context's ``distinct_id`` (for record lanes written before ``serla.current_scope()``)."""
+    from serla._context import get_distinct_id
+
+    return get_distinct_id()
+
+
 def _warn_exc(msg: str) -> None:
     log = serla_log()
     if log is not None:
