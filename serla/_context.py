@@ -244,7 +244,9 @@ class context:
         properties: Properties added to each event (an event's own properties win).
 
     A ``context`` object used in a ``with`` statement may be entered again only after it was left (or
-    nested in the same thread or task); as a decorator, any number of calls may run at once.
+    nested in the same thread or task); as a decorator, any number of calls may run at once. A decorated
+    generator function gets the scope only while it creates the generator, not while it is iterated:
+    use a ``with`` block inside a generator instead.
     """
 
     __slots__ = ("_distinct_id", "_groups", "_properties", "_replace_id", "_session_id", "_tokens")
