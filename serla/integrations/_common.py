@@ -92,7 +92,7 @@ class Resolvers:
             return resolver(request)
         except Exception as exc:
             warn_limited(
-                "integration_resolver",
+                "integration_" + name,
                 "serla: %s: the %s resolver raised %r; ignored for this request",
                 self.where,
                 name,
@@ -126,7 +126,7 @@ class Resolvers:
             return await value
         except Exception as exc:
             warn_limited(
-                "integration_resolver",
+                "integration_" + name,
                 "serla: %s: the %s resolver raised %r; ignored for this request",
                 self.where,
                 name,
@@ -146,7 +146,7 @@ class Resolvers:
                     session = server_session
                 else:
                     warn_limited(
-                        "integration_resolver",
+                        "integration_session_id",
                         "serla: %s: session_id resolver returned %r, not 32 hex digits; ignored",
                         self.where,
                         server_session,
@@ -166,7 +166,7 @@ class Resolvers:
                     merged_props = {**merged_props, **props} if merged_props else dict(props)
                 else:
                     warn_limited(
-                        "integration_resolver",
+                        "integration_properties",
                         "serla: %s: properties resolver returned %s, not a dict; ignored",
                         self.where,
                         type(props).__name__,
@@ -176,7 +176,7 @@ class Resolvers:
             return Scope(user, session, merged_groups, merged_props)
         except Exception as exc:  # never fail a request
             msg = "serla: %s: building the context failed: %r"
-            warn_limited("integration_resolver", msg, self.where, exc)
+            warn_limited("integration_scope", msg, self.where, exc)
             return outer
 
     def _user(self, user: Any) -> str | None:
@@ -189,7 +189,7 @@ class Resolvers:
         if type(user).__name__ == "UUID":
             return str(user)
         warn_limited(
-            "integration_resolver",
+            "integration_distinct_id",
             "serla: %s: distinct_id resolver returned %s, not a string or int; ignored",
             self.where,
             type(user).__name__,
@@ -199,7 +199,7 @@ class Resolvers:
     def _groups(self, groups: Any) -> dict[str, str] | None:
         if not isinstance(groups, Mapping):
             warn_limited(
-                "integration_resolver",
+                "integration_groups",
                 "serla: %s: groups resolver returned %s, not a dict; ignored",
                 self.where,
                 type(groups).__name__,
