@@ -17,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from types import ModuleType
-    from typing import Any, Final, Optional
+    from typing import Any, Callable, Final, Optional
 
 DEFAULT_HOST: Final = "https://serla.dev"
 MAX_BATCH_SIZE: Final = 100
@@ -40,6 +40,8 @@ _FIELDS: Final = (
     "capture_trace_context",
     "disabled",
     "proxy",
+    "capture_llm_content",
+    "before_send_llm",
 )
 
 
@@ -69,6 +71,8 @@ class Config:
     capture_trace_context: bool
     disabled: bool
     proxy: Optional[str]
+    capture_llm_content: bool
+    before_send_llm: Optional[Callable[[dict[str, Any]], Any]]
 
     def __init__(
         self,
@@ -86,6 +90,8 @@ class Config:
         capture_trace_context: bool = True,
         disabled: bool = False,
         proxy: Optional[str] = None,
+        capture_llm_content: bool = True,
+        before_send_llm: Optional[Callable[[dict[str, Any]], Any]] = None,
     ) -> None:
         key = api_key
         if not isinstance(key, str) or not key.strip():
@@ -115,6 +121,8 @@ class Config:
             proxy = proxy.strip()
             if proxy:
                 parse_proxy(proxy)  # raises ValueError for a URL the transport can't use
+        if before_send_llm is not None and not callable(before_send_llm):
+            raise TypeError("Serla: before_send_llm must be a callable (record -> record or None), or None")
         init = object.__setattr__
         init(self, "api_key", api_key)
         init(self, "host", host)
@@ -130,6 +138,8 @@ class Config:
         init(self, "capture_trace_context", capture_trace_context)
         init(self, "disabled", disabled)
         init(self, "proxy", proxy)
+        init(self, "capture_llm_content", bool(capture_llm_content))
+        init(self, "before_send_llm", before_send_llm)
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _FIELDS)
