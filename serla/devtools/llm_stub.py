@@ -394,7 +394,7 @@ class _Handler(BaseHTTPRequestHandler):
         users = [m for m in messages if m.get("role") == "user"]
         text = self.owner.answer_text(_text_of(users[-1].get("content")) if users else "")
         model = str(body.get("model", ""))
-        message = {
+        message: dict[str, Any] = {
             "id": "msg_stub",
             "type": "message",
             "role": "assistant",
