@@ -23,6 +23,7 @@ Only the standard library; nothing runs at import time.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -53,8 +54,8 @@ class VendorStub:
     Attributes:
         reply: When set, the text every call answers with (instead of the echo).
         requests: ``(path, json_body)`` of every request, in arrival order.
-        hold: When set to an :class:`threading.Event`, a stream pauses after its first content event
-            until the event is set (at most ``hold_timeout`` seconds): a test can see that the first
+        hold: When set to an :class:`threading.Event`, a stream pauses after its first event until the
+            event is set (at most ``hold_timeout`` seconds): a test can see that the first
             chunk reached the caller before the rest was even sent.
         chunk_delay: Seconds to sleep before each streamed event (for latency benchmarks).
     """
@@ -158,6 +159,12 @@ class VendorStub:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     owner: VendorStub
+
+    def setup(self) -> None:
+        super().setup()
+        # Each event is one small write: without TCP_NODELAY, Nagle's algorithm and the client's delayed
+        # ACK hold the first event back for ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent."""
