@@ -186,8 +186,8 @@ def build_record(
 ) -> dict[str, Any]:
     """Check one generation and return its wire record (camelCase keys; ``None`` fields left out).
 
-    ``input`` and ``output`` are sanitised (see :mod:`serla._encode`) but not yet truncated: call
-    :func:`fit` on the result. ``timestamp`` must already be resolved (``None`` leaves it to the server).
+    ``input``, ``output`` and ``metadata``'s values are kept as given (the caller's objects): the record
+    is snapshotted when :func:`encode_body` encodes it, right after. ``timestamp`` ``None`` leaves it out.
 
     Raises:
         InvalidRecord: For a call that can't be sent (an empty model, a negative token count, ...).
@@ -228,10 +228,11 @@ def build_record(
         if text is not None:
             record["errorMessage"] = text
     if metadata is not None:
-        meta = sanitize(dict(metadata) if _is_mapping(metadata) else metadata)
-        if not isinstance(meta, dict):
-            raise InvalidRecord(f"metadata must be a dict, got {type(metadata).__name__}")
-        record["metadata"] = meta
+        if type(metadata) is not dict:
+            if not _is_mapping(metadata):
+                raise InvalidRecord(f"metadata must be a dict, got {type(metadata).__name__}")
+            metadata = dict(metadata)
+        record["metadata"] = metadata
     if timestamp is not None:
         stamp = format_timestamp(timestamp)
         if stamp is None:
@@ -242,9 +243,9 @@ def build_record(
         record["timestamp"] = stamp
     if capture_content:
         if input is not None:
-            record["input"] = sanitize(input)
+            record["input"] = input
         if output is not None:
-            record["output"] = sanitize(output)
+            record["output"] = output
     return record
 
 
@@ -464,11 +465,6 @@ def fit(record: dict[str, Any], limit: int = MAX_IO_BYTES) -> dict[str, Any]:
     return record
 
 
-def encode_record(record: Mapping[str, Any]) -> bytes:
-    """The request body for one record."""
-    return encode(record)
-
-
 def apply_hook(
     hook: Optional[Callable[[dict[str, Any]], Any]], record: dict[str, Any], capture_content: bool
 ) -> dict[str, Any] | None:
@@ -485,10 +481,50 @@ def apply_hook(
     return from_wire(result, capture_content=capture_content)
 
 
-def track_llm(client: Any, model: Any, **fields: Any) -> bool:
-    """The body of :meth:`serla.Serla.track_llm`: build, hook, fit, encode and hand to the ``llm`` lane.
+def _assemble(record: dict[str, Any], parts: tuple[tuple[str, bytes | None], ...]) -> bytes:
+    """The body: ``record`` encoded, with already-encoded ``(key, json)`` parts appended."""
+    head = encode(record)
+    extra = b"".join(b',"%s":%s' % (key.encode(), data) for key, data in parts if data is not None)
+    if not extra:
+        return head
+    return head[:-1] + (extra if len(head) > 2 else extra[1:]) + b"}"
 
-    Raises nothing for a wrong call (it is dropped, counted and warned about through ``client._reject``).
+
+def encode_body(record: dict[str, Any]) -> tuple[bytes, bool]:
+    """Encode a record once (the snapshot) and tell whether it passes the 256 KiB rule as it is.
+
+    ``input`` and ``output`` are encoded separately first, so their sizes come for free. JavaScript can
+    write a number at most 3.4 times as long as Python does (``1e+16``), so below a quarter of the limit
+    no walk for numbers is needed; above it, the exact measure (:func:`io_size`) decides.
+
+    Returns:
+        ``(body, fits)``; when ``fits`` is False, decode the body, :func:`fit` it and encode it again.
+    """
+    inp = record.pop("input", None)
+    out = record.pop("output", None)
+    in_json = None if inp is None else encode(inp)
+    out_json = None if out is None else encode(out)
+    body = _assemble(record, (("input", in_json), ("output", out_json)))
+    size = (4 if in_json is None else len(in_json)) + (4 if out_json is None else len(out_json))
+    if size * 4 <= MAX_IO_BYTES:
+        return body, True
+    return body, io_size(_decode(body)) <= MAX_IO_BYTES
+
+
+def _decode(body: bytes) -> dict[str, Any]:
+    import json
+
+    value: dict[str, Any] = json.loads(body)
+    return value
+
+
+def track_llm(client: Any, model: Any, **fields: Any) -> bool:
+    """The body of :meth:`serla.Serla.track_llm`: check, encode (the snapshot), hook, fit, queue.
+
+    The fast path (no hook, under the size limit) encodes with the C JSON encoder only. A hook gets the
+    record decoded from those bytes (a plain copy it may change); what it returns is checked again. An
+    oversized record is decoded, truncated (:func:`fit`) and encoded again. Raises nothing for a wrong call
+    (it is dropped, counted and warned about through ``client._reject``).
     """
     config = client._config
     capture = config.capture_llm_content
@@ -496,14 +532,18 @@ def track_llm(client: Any, model: Any, **fields: Any) -> bool:
         from serla._context import get_distinct_id
 
         fields["distinct_id"] = get_distinct_id()
+    stamp = None
     if fields.get("timestamp") is None:
-        fields["timestamp"] = client._now()
+        stamp = client._now()  # already in the wire's form
     try:
         record = build_record(model, capture_content=capture, **fields)
+        if stamp is not None:
+            record["timestamp"] = stamp
+        body, fits = encode_body(record)
         hook = config.before_send_llm
         if hook is not None:
             try:
-                result = apply_hook(hook, record, capture)
+                result = apply_hook(hook, _decode(body), capture)
             except InvalidRecord:
                 raise
             except Exception as exc:
@@ -511,8 +551,9 @@ def track_llm(client: Any, model: Any, **fields: Any) -> bool:
                 return bool(client._reject("track_llm: before_send_llm raised %r; record dropped", exc))
             if result is None:
                 return False
-            record = result
+            body, fits = encode_body(result)
     except InvalidRecord as exc:
         return bool(client._reject("track_llm: %s (model %r)", exc, model))
-    body = encode_record(fit(record))
+    if not fits:
+        body = encode(fit(_decode(body)))
     return bool(client._submit("llm", body))
