@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -87,7 +88,7 @@ class VendorStub:
         class Handler(_Handler):
             owner = stub
 
-        httpd = ThreadingHTTPServer(self._address, Handler)
+        httpd = _Server(self._address, Handler)
         httpd.daemon_threads = True
         self._httpd = httpd
         self._thread = threading.Thread(
@@ -154,6 +155,16 @@ class VendorStub:
             time.sleep(self.chunk_delay)
         if index == 1 and self.hold is not None:
             self.hold.wait(self.hold_timeout)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that drops its connection (a pool closing, a test ending) is not an error here."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

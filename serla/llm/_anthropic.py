@@ -9,7 +9,13 @@ from serla.llm._core import Api, Observer, usage_number
 
 
 def _get(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+    """``obj.name`` (the libraries' pydantic objects), or ``obj[name]`` for a plain dict or Mapping."""
+    if type(obj) is dict:
+        return obj.get(name)
+    value = getattr(obj, name, None)
+    if value is None and isinstance(obj, Mapping):
+        return obj.get(name)
+    return value
 
 
 def _cache_meta(usage: Any, meta: dict[str, Any]) -> None:

@@ -394,5 +394,10 @@ def usage_number(usage: Any, name: str) -> Optional[int]:
     """``usage.<name>`` as an int, or ``None`` when absent or not an int."""
     if usage is None:
         return None
-    value = usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
+    if type(usage) is dict:
+        value = usage.get(name)
+    else:
+        value = getattr(usage, name, None)
+        if value is None and isinstance(usage, Mapping):
+            value = usage.get(name)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
