@@ -308,3 +308,46 @@ def test_the_default_client_is_used_when_none_is_given(stub: VendorStub) -> None
         serla.set_default_client(None)
         rec.close()
     assert rec.one["model"] == "gpt-4o-mini"
+
+
+def test_anthropic_messages_stream_helper(stub: VendorStub, rec: Recorder) -> None:
+    client = ant(stub, rec)
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=50, messages=USER) as stream:
+        assert type(stream).__name__ == "MessageStream"  # the library's own stream, untouched
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Echo: hello there world" and final.usage.output_tokens == 4
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=50, messages=USER) as stream:
+        for event in stream:
+            if event.type == "content_block_delta":
+                break
+    complete, early = rec.records
+    assert complete["metadata"]["api"] == "messages.stream"
+    assert (complete["inputTokens"], complete["outputTokens"]) == (3, 4)
+    assert complete["output"] == [{"role": "assistant", "content": "Echo: hello there world"}]
+    assert "stream_closed_early" not in complete["metadata"]
+    assert early["metadata"]["stream_closed_early"] is True
+    assert early["output"] == [{"role": "assistant", "content": "Echo:"}]
+
+
+def test_anthropic_async_messages_stream_helper_and_error(stub: VendorStub, rec: Recorder) -> None:
+    async def main() -> str:
+        raw = anthropic.AsyncAnthropic(base_url=stub.anthropic_url, api_key="t", max_retries=0)
+        client = wrap_anthropic(raw, serla_client=rec.client)
+        async with client.messages.stream(model="claude-haiku-4-5", max_tokens=5, messages=USER) as stream:
+            text = "".join([t async for t in stream.text_stream])
+        stub.fail_next(400, "nope")
+        try:
+            async with client.messages.stream(
+                model="claude-haiku-4-5", max_tokens=5, messages=USER
+            ) as stream:
+                pass
+        except anthropic.BadRequestError:
+            text += " / raised"
+        await raw.close()
+        return text
+
+    assert asyncio.run(main()) == "Echo: hello there world / raised"
+    done, failed = rec.records
+    assert done["status"] == "success" and done["outputTokens"] == 4
+    assert failed["status"] == "error" and failed["errorMessage"].startswith("BadRequestError")

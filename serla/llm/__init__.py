@@ -13,7 +13,8 @@ Example:
 What is recorded (one ``POST /api/v1/llm`` record per call, through :meth:`serla.Serla.track_llm`):
 
 * OpenAI ``chat.completions.create`` and ``responses.create``; Anthropic ``messages.create``; each
-  synchronous or ``async``, plain or ``stream=True``.
+  synchronous or ``async``, plain or ``stream=True``; and Anthropic's ``messages.stream()`` helper
+  (recorded from the accumulated message when its ``with`` block ends).
 * The model (the response's, else the requested one), the provider, the prompt (``input``: the messages,
   with ``system`` / ``instructions`` first as a ``system`` message) and the reply (``output``:
   ``[{"role": "assistant", "content": ...}]``), token counts from the usage, latency (the whole call; for
@@ -31,7 +32,7 @@ Per call, four extra keyword arguments are taken off before the original method 
 (:func:`serla.set_distinct_id`).
 
 Everything else is the original client: other methods, ``with_raw_response`` / ``with_streaming_response``
-and the ``.stream()`` helpers are not recorded, and nothing is patched globally.
+and OpenAI's ``.stream()`` helpers are not recorded, and nothing is patched globally.
 """
 
 from __future__ import annotations

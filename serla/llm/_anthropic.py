@@ -1,4 +1,4 @@
-"""Anthropic: ``messages.create`` (sync, async, ``stream=True``)."""
+"""Anthropic: ``messages.create`` (sync, async, ``stream=True``) and ``messages.stream()``."""
 
 from __future__ import annotations
 
@@ -99,6 +99,35 @@ class _MessagesObserver(Observer):
                 self.meta["stop_reason"] = stop
 
 
+class MessagesStream(Messages):
+    """``client.messages.stream(...)``: recorded from the message the library accumulated, on leaving
+    the ``with`` block. A block left before the end records what had arrived, with
+    ``metadata["stream_closed_early"]``."""
+
+    name = "messages.stream"
+    manager = True
+
+    def final(self, stream: Any) -> Any:
+        """The accumulated message (``None`` before ``message_start``)."""
+        if stream is None:
+            return None
+        snapshot = getattr(stream, "_current_snapshot_or_none", None)
+        if callable(snapshot):
+            return snapshot()
+        try:
+            return stream.current_message_snapshot
+        except Exception:
+            return None
+
+    def response(self, response: Any, capture: bool) -> dict[str, Any]:
+        """As :meth:`Messages.response`; a message without a ``stop_reason`` was cut short."""
+        out = super().response(response, capture)
+        if _get(response, "stop_reason") is None:
+            out["metadata"]["stream_closed_early"] = True
+        return out
+
+
 MESSAGES = Messages()
-TREE: Mapping[str, Any] = {"messages": {"create": MESSAGES}}
+MESSAGES_STREAM = MessagesStream()
+TREE: Mapping[str, Any] = {"messages": {"create": MESSAGES, "stream": MESSAGES_STREAM}}
 """The paths of an ``Anthropic`` / ``AsyncAnthropic`` client that are recorded."""

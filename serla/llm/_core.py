@@ -50,6 +50,13 @@ class Api:
         """A fresh :class:`Observer` for one stream."""
         raise NotImplementedError
 
+    manager = False
+    """True for a method that returns a stream *manager* (``with client.messages.stream(...) as s:``)."""
+
+    def final(self, stream: Any) -> Any:
+        """The complete response a managed stream accumulated (``None`` if it never started)."""
+        return None
+
 
 class Observer:
     """Notes what a stream's chunks say; :meth:`fields` gives the record fields at the end."""
@@ -224,6 +231,8 @@ def wrap_method(method: Callable[..., Any], api: Api, opts: Options) -> Callable
             raise
         if call is None:
             return result
+        if api.manager:
+            return ManagerProxy(result, call)
         stream = api.is_stream(kwargs)
         if inspect.isawaitable(result):
             return _settle(result, call, stream)
@@ -355,6 +364,61 @@ class AsyncStreamProxy(_StreamBase):
             await self.__wrapped__.close()
         finally:
             self._self_end(closed=True)
+
+
+class ManagerProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """A stream manager (``with client.messages.stream(...) as stream:``): the request is made on entering,
+    the stream inside is the library's own, untouched; on leaving, the record is made from the complete
+    message the library accumulated (no ``time_to_first_chunk_ms``: the chunks are not seen)."""
+
+    def __init__(self, manager: Any, call: _Call) -> None:
+        super().__init__(manager)
+        self._self_call = call
+        self._self_stream: Any = None
+
+    def _self_exit(self, exc: Optional[BaseException]) -> None:
+        call = self._self_call
+        if exc is not None:
+            call.failed(exc)
+            return
+        try:
+            final = call.api.final(self._self_stream)
+        except Exception:
+            final = None
+        if final is None:
+            call.finish({"metadata": {"stream_closed_early": True}})
+            return
+        call.response(final)
+
+    def __enter__(self) -> Any:
+        self._self_call.start = time.perf_counter()  # the request is made now
+        try:
+            self._self_stream = self.__wrapped__.__enter__()
+        except BaseException as exc:
+            self._self_call.failed(exc)
+            raise
+        return self._self_stream
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(*exc_info)
+        finally:
+            self._self_exit(exc_info[1])
+
+    async def __aenter__(self) -> Any:
+        self._self_call.start = time.perf_counter()
+        try:
+            self._self_stream = await self.__wrapped__.__aenter__()
+        except BaseException as exc:
+            self._self_call.failed(exc)
+            raise
+        return self._self_stream
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(*exc_info)
+        finally:
+            self._self_exit(exc_info[1])
 
 
 Tree = Mapping[str, Union["Tree", Api]]
