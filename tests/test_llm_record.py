@@ -347,3 +347,22 @@ def test_track_llm_truncates_before_it_queues(cap: Capture) -> None:
     rec = _llm.fit(dict(cap.last))  # the hook saw the record before fitting: fit it as track_llm does
     assert _llm.io_size(rec) <= _llm.MAX_IO_BYTES
     assert rec["output"] == "o" * 10
+
+
+def test_llm_code_loads_only_when_used() -> None:
+    import sys
+
+    code = (
+        "import sys, serla\n"
+        "c = serla.Serla('sk_live_x', host='http://127.0.0.1:9', flush_on_exit=False)\n"
+        "print('serla._llm' in sys.modules)\n"
+        "c.track_llm('m')\n"
+        "print('serla._llm' in sys.modules, 'json' in sys.modules)\n"
+        "import serla.llm\n"
+        "print('openai' in sys.modules, 'anthropic' in sys.modules, 'serla.devtools' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split("\n")
+    # track_llm loads serla._llm on first use; its fast path needs no json module.
+    assert out[:3] == ["False", "True False", "False False False"]

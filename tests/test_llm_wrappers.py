@@ -351,3 +351,17 @@ def test_anthropic_async_messages_stream_helper_and_error(stub: VendorStub, rec:
     done, failed = rec.records
     assert done["status"] == "success" and done["outputTokens"] == 4
     assert failed["status"] == "error" and failed["errorMessage"].startswith("BadRequestError")
+
+
+def test_without_any_serla_client_calls_pass_through_unrecorded(
+    stub: VendorStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SERLA_API_KEY", raising=False)
+    serla.set_default_client(None)
+    raw = openai.OpenAI(base_url=stub.openai_url, api_key="t", max_retries=0)
+    client = wrap_openai(raw)
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=USER, serla_distinct_id="u")
+    assert reply.choices[0].message.content == "Echo: hello there world"
+    assert "serla_distinct_id" not in stub.requests[-1][1]
+    assert serla.get_default_client(create=False) is None
+    raw.close()
