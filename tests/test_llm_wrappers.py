@@ -365,3 +365,15 @@ def test_without_any_serla_client_calls_pass_through_unrecorded(
     assert "serla_distinct_id" not in stub.requests[-1][1]
     assert serla.get_default_client(create=False) is None
     raw.close()
+
+
+def test_with_options_and_copy_stay_wrapped(stub: VendorStub, rec: Recorder) -> None:
+    client = oai(stub, rec, distinct_id="u_opts")
+    faster = client.with_options(timeout=5.0)
+    assert isinstance(faster, openai.OpenAI) and faster.timeout == 5.0
+    faster.chat.completions.create(model="gpt-4o-mini", messages=USER)
+    ant(stub, rec).copy(max_retries=1).messages.create(model="claude-haiku-4-5", max_tokens=5, messages=USER)
+    assert [(r["provider"], r.get("distinctId")) for r in rec.records] == [
+        ("openai", "u_opts"),
+        ("anthropic", None),
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from serla.llm._core import Api, Observer, usage_number
+from serla.llm._core import REWRAP, Api, Observer, usage_number
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -129,5 +129,9 @@ class MessagesStream(Messages):
 
 MESSAGES = Messages()
 MESSAGES_STREAM = MessagesStream()
-TREE: Mapping[str, Any] = {"messages": {"create": MESSAGES, "stream": MESSAGES_STREAM}}
+TREE: Mapping[str, Any] = {
+    "messages": {"create": MESSAGES, "stream": MESSAGES_STREAM},
+    "with_options": REWRAP,
+    "copy": REWRAP,
+}
 """The paths of an ``Anthropic`` / ``AsyncAnthropic`` client that are recorded."""

@@ -421,7 +421,13 @@ class ManagerProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
             self._self_exit(exc_info[1])
 
 
-Tree = Mapping[str, Union["Tree", Api]]
+class Rewrap:
+    """A tree entry for a method that returns a new client (``with_options``, ``copy``): wrapped alike."""
+
+
+REWRAP = Rewrap()
+
+Tree = Mapping[str, Union["Tree", Api, Rewrap]]
 """Attribute paths to wrap: a name leads to a deeper tree or, at a method, to its :class:`Api`."""
 
 
@@ -442,16 +448,26 @@ class Node(wrapt.ObjectProxy):  # type: ignore[type-arg]
         cached = self._self_cache.get(name)
         if cached is not None and cached[0] is value:
             return cached[1]
-        out = (
-            wrap_method(value, sub, self._self_opts)
-            if isinstance(sub, Api)
-            else Node(value, sub, self._self_opts)
-        )
+        opts = self._self_opts
+        out: Any
+        if isinstance(sub, Api):
+            out = wrap_method(value, sub, opts)
+        elif isinstance(sub, Rewrap):
+            out = _rewrapping(value, self._self_tree, opts)
+        else:
+            out = Node(value, sub, opts)
         self._self_cache[name] = (value, out)
         return out
 
     def __repr__(self) -> str:
         return f"<serla.llm wrapped {self.__wrapped__!r}>"
+
+
+def _rewrapping(method: Callable[..., Any], tree: Tree, opts: Options) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return Node(method(*args, **kwargs), tree, opts)
+
+    return call
 
 
 def usage_number(usage: Any, name: str) -> Optional[int]:

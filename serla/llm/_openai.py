@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from serla.llm._core import Api, Observer, usage_number
+from serla.llm._core import REWRAP, Api, Observer, usage_number
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -173,5 +173,7 @@ RESPONSES = Responses()
 TREE: Mapping[str, Any] = {
     "chat": {"completions": {"create": CHAT}},
     "responses": {"create": RESPONSES},
+    "with_options": REWRAP,
+    "copy": REWRAP,
 }
 """The paths of an ``OpenAI`` / ``AsyncOpenAI`` client that are recorded."""
