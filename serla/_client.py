@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import sys
 from _collections_abc import Mapping
 
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
 
     from serla._encode import Timestamp
     from serla._retry import RetryPolicy
+    from serla._stats import Stats
     from serla._transport import Transport
 
 IDENTIFY_PATH = "/api/v1/identify"
@@ -78,9 +78,10 @@ class Serla:
             count, is then the limit. Values above 100 are lowered to 100, with a warning. For a fleet of
             processes sharing one project, ``batch_size=100`` makes the fewest requests.
         debug: Set the ``serla`` logger to DEBUG and attach a stderr handler to it.
-        flush_on_exit: Register an ``atexit`` hook that flushes (bounded by ``shutdown_timeout``). The
-            client stays usable after it, for hooks that run later (``logging.shutdown``, an
-            OpenTelemetry provider's shutdown).
+        flush_on_exit: Deliver what is queued at exit (bounded by ``shutdown_timeout``): from an
+            ``atexit`` hook, and on ``SIGTERM`` (a handler that delivers, then chains to the one it
+            replaced; see ``serla._exit``). The client stays usable after it, for hooks that run later
+            (``logging.shutdown``, an OpenTelemetry provider's shutdown).
         max_queue_size: The most events held in memory (buffered + in flight) while the endpoint is down.
             Further events are refused, counted in ``stats()["dropped"]["queue_full"]`` and warned about.
         max_buffer_bytes: The most bytes of encoded events held while the endpoint is up but slow or
@@ -200,8 +201,10 @@ class Serla:
                 if not worker.flush(exit_timeout):
                     log_warning("serla: %d events were not delivered at exit", worker.pending())
 
+            from serla import _exit
+
             self._atexit = _flush_at_exit
-            atexit.register(_flush_at_exit)
+            self._exit_token = _exit.register(_flush_at_exit)
         if cfg.disabled:
             log = serla_log()
             if log is not None:
@@ -467,7 +470,9 @@ class Serla:
             self._shut = True
             if self._atexit is not None:
                 self._exit_state[0] = True
-                atexit.unregister(self._atexit)
+                from serla import _exit
+
+                _exit.unregister(self._exit_token)
                 self._atexit = None
             if self._disabled:
                 return True
@@ -483,15 +488,16 @@ class Serla:
         """The number of events accepted and not yet delivered or dropped (buffered + in flight)."""
         return self._worker.pending()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Stats:
         """Counters for health checks and tests.
 
         Returns:
-            A dict with ``queued`` (in the buffer), ``in_flight``, ``pending`` (both), ``accepted``,
-            ``sent`` (events the server confirmed), ``batches_sent``, ``requests``, ``retried``
-            (resends of a batch), ``dropped`` (a dict: reason -> events; reasons are ``invalid_call``,
+            A :class:`serla.Stats` dict: ``queued`` (in the buffer), ``queued_bytes``, ``in_flight``,
+            ``pending`` (both), ``accepted``, ``sent`` (events the server confirmed), ``batches_sent``,
+            ``requests``, ``retried`` (resends of a batch), ``dropped`` (reason -> events: ``invalid_call``,
             ``queue_full``, ``rejected`` (400), ``too_large``, ``server_error``, ``shutdown``),
-            ``healthy`` (the last send succeeded) and ``last_error``.
+            ``healthy`` (the last send succeeded), ``state`` (``up``, ``rate_limited``, ``paused``,
+            ``down``), ``last_error`` and ``lanes`` (the error and LLM lanes' counters).
         """
         out = self._worker.stats()
         if self._invalid:
