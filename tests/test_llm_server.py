@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,119 @@ def test_serla_dev_keeps_llm_calls_in_sqlite_and_lists_them(tmp_path: Path) -> N
             assert conn.getresponse().status == 200
             conn.close()
             assert dev.llm.rows == []
+
+
+# -- the /llm page in headless Chromium --------------------------------------------------------------------
+
+
+def _chromium() -> str | None:
+    import os
+    import shutil
+
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
+
+
+class _Cells(HTMLParser):
+    """The text of every table cell, per table id, and the document title."""
+
+    def __init__(self, dom: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tables: dict[str, list[list[str]]] = {}
+        self.title = ""
+        self.images = 0
+        self._table = ""
+        self._in_cell = False
+        self._in_title = False
+        self.feed(dom)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self._table = dict(attrs).get("id") or ""
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag == "td" and self._table:
+            self.tables[self._table][-1].append("")
+            self._in_cell = True
+        elif tag == "title":
+            self._in_title = True
+        elif tag == "img":
+            self.images += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td":
+            self._in_cell = False
+        elif tag == "title":
+            self._in_title = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_cell and self._table:
+            self.tables[self._table][-1][-1] += data
+        elif self._in_title:
+            self.title += data
+
+
+def test_the_llm_page_renders_calls_and_totals_in_chromium(tmp_path: Path) -> None:
+    import subprocess
+
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("chromium is not installed (Debian/Ubuntu: apt-get install chromium)")
+    xss = "<img src=x onerror=\"document.title='pwned'\">"
+    with SQLiteStore(tmp_path / "dev.db") as store, DevServer(port=0, store=store) as dev:
+        post(
+            dev,
+            {
+                "model": "gpt-4o-mini",
+                "inputTokens": 1000,
+                "outputTokens": 500,
+                "latencyMs": 40,
+                "distinctId": xss,
+            },
+        )
+        post(
+            dev,
+            {
+                "model": "gpt-4o-mini",
+                "inputTokens": 10,
+                "outputTokens": 5,
+                "latencyMs": 20,
+                "status": "error",
+            },
+        )
+        post(dev, {"model": xss, "input": [{"role": "user", "content": xss}]})
+        proc = subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--no-proxy-server",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--virtual-time-budget=3000",
+                "--dump-dom",
+                f"http://127.0.0.1:{dev.port}/llm",
+            ],
+            capture_output=True,
+            timeout=90,
+            start_new_session=True,
+        )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+    page = _Cells(proc.stdout.decode())
+    assert page.title == "serla dev: LLM calls" and page.images == 0  # names are text, never markup
+    totals = [row for row in page.tables["totals"] if row]
+    assert totals[0][:4] == ["gpt-4o-mini", "2", "1", "1010"]
+    assert totals[0][5] == f"{(1010 * 0.15 + 505 * 0.6) / 1e6:.6f}"
+    assert totals[0][6] == "30"
+    assert totals[1][0] == xss and totals[1][5] == "unpriced"
+    calls = [row for row in page.tables["calls"] if row]
+    assert [c[1] for c in calls] == [xss, "gpt-4o-mini", "gpt-4o-mini"]  # newest first
+    assert calls[2][3] == xss and calls[1][7] == "error"
