@@ -377,3 +377,16 @@ def test_with_options_and_copy_stay_wrapped(stub: VendorStub, rec: Recorder) -> 
         ("openai", "u_opts"),
         ("anthropic", None),
     ]
+
+
+def test_a_stream_cut_off_mid_response_is_an_error_re_raised(stub: VendorStub, rec: Recorder) -> None:
+    stub.cut_after = 3
+    stream = oai(stub, rec).chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True)
+    seen = []
+    with pytest.raises(openai.APIConnectionError):
+        for chunk in stream:
+            seen.append(chunk.choices[0].delta.content)
+    assert seen == ["", "Echo:", " hello"]
+    r = rec.one
+    assert r["status"] == "error" and r["errorMessage"].startswith("APIConnectionError")
+    assert r["output"] == [{"role": "assistant", "content": "Echo: hello"}]

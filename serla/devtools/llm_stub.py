@@ -59,6 +59,8 @@ class VendorStub:
             event is set (at most ``hold_timeout`` seconds): a test can see that the first
             chunk reached the caller before the rest was even sent.
         chunk_delay: Seconds to sleep before each streamed event (for latency benchmarks).
+        cut_after: When set, a stream's connection is dropped after this many events, mid-response (the
+            chunked body never ends): the client library raises a connection error while iterating.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -74,6 +76,7 @@ class VendorStub:
         self.hold: Optional[threading.Event] = None
         self.hold_timeout = 10.0
         self.chunk_delay = 0.0
+        self.cut_after: Optional[int] = None
         self._failures: list[tuple[int, str]] = []
         self._lock = threading.Lock()
         self._httpd: Optional[ThreadingHTTPServer] = None
@@ -237,6 +240,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         for index, (event, data) in enumerate(events):
+            if self.owner.cut_after is not None and index >= self.owner.cut_after:
+                self.close_connection = True
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             self.owner._pause(index)
             frame = (f"event: {event}\n" if event else "") + f"data: {data}\n\n"
             chunk = frame.encode("utf-8")
