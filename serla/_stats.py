@@ -19,7 +19,13 @@ class LaneStats(TypedDict):
     """Why the lane is off for this process (``"plan"`` after a 402), or ``None``."""
 
 
-class Stats(TypedDict):
+class _ErrorStats(TypedDict, total=False):
+    errors: dict[str, int]
+    """Error reports before the errors lane: ``captured``, ``rate_limited``, ``duplicate``,
+    ``dropped_by_hook``, ``hook_error``, ``refused`` (see the error-tracking docs). Set by the client."""
+
+
+class Stats(_ErrorStats):
     """Counters for health checks and tests; see :meth:`serla.Serla.stats`."""
 
     queued: int

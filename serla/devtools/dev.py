@@ -40,6 +40,7 @@ from typing import Any, Callable, Final, Optional, TextIO
 from urllib.parse import parse_qs, parse_qsl, urlencode
 
 from serla._version import __version__
+from serla.devtools.errors import register_dev
 from serla.devtools.server import (
     BATCH_PATH,
     EVENTS_PATH,
@@ -694,6 +695,7 @@ class DevServer(SerlaServer):
         self.add_route("GET", IDENTITIES_API, self._guard(self._identities_api))
         self.add_route("GET", REJECTED_API, self._guard(self._rejected_api))
         self.add_route("POST", CLEAR_API, self._guard(self._clear_api))
+        self.errors = register_dev(self)  # issue 14: /api/v1/errors in SQLite, the /errors page
         from serla.devtools.llm import LLM_API, LLM_PAGE, LlmEndpoint, SQLiteLlmStore
 
         self.llm = LlmEndpoint(self, store=SQLiteLlmStore(store))  # LLM calls in the same file
@@ -1085,7 +1087,8 @@ article.rejected ul { margin: 0.3rem 0; padding-left: 1.2rem; }
 <body data-state="loading">
 <header>
 <h1>Serla dev server</h1>
-<span id="info">__INFO__</span> <a href="/llm">LLM calls</a>
+<a href="/errors">Errors</a> <a href="/llm">LLM calls</a>
+<span id="info">__INFO__</span>
 <span id="status" class="muted">connecting...</span>
 </header>
 <form id="filters" autocomplete="off">

@@ -65,6 +65,9 @@ class SerlaSpanProcessor(SpanProcessor):
         spans: Which whole spans also become an event named after the span: ``None`` (read
             ``SERLA_OTEL_SPANS``: comma-separated names or ``*``), ``False``, ``True`` (all), a collection
             of span names, or a ``ReadableSpan -> bool`` callable.
+        errors: Also report ``exception`` span events (``span.record_exception``, and exceptions leaving
+            ``start_as_current_span``) to error tracking, with the trace id, span id and span name in the
+            report's ``metadata`` (default ``False``). Independent of ``span_events``.
         llm: Whether spans of model calls that carry the GenAI semantic conventions also become LLM
             records (``client.track_llm``, see ``serla.otel._genai``). ``None`` reads ``SERLA_OTEL_LLM``.
 
@@ -81,6 +84,7 @@ class SerlaSpanProcessor(SpanProcessor):
         span_attributes: AttributeFilter = True,
         span_events: bool = True,
         spans: SpanSelector = None,
+        errors: bool = False,
         llm: Optional[bool] = None,
     ) -> None:
         self._translator = SpanTranslator(
@@ -91,6 +95,7 @@ class SerlaSpanProcessor(SpanProcessor):
             span_attributes=span_attributes,
             span_events=span_events,
             spans=spans,
+            errors=errors,
         )
         self._on_span = self._translator.on_span
         self._genai = for_translator(self._translator, llm)
