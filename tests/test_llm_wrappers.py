@@ -390,3 +390,32 @@ def test_a_stream_cut_off_mid_response_is_an_error_re_raised(stub: VendorStub, r
     r = rec.one
     assert r["status"] == "error" and r["errorMessage"].startswith("APIConnectionError")
     assert r["output"] == [{"role": "assistant", "content": "Echo: hello"}]
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "search_orders",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+        },
+    }
+]
+
+
+def test_tool_calls_are_recorded_plain_and_streamed(stub: VendorStub, rec: Recorder) -> None:
+    client = oai(stub, rec)
+    reply = client.chat.completions.create(model="gpt-4o", messages=USER, tools=TOOLS)
+    assert reply.choices[0].message.tool_calls[0].function.name == "search_orders"
+    stream = client.chat.completions.create(model="gpt-4o", messages=USER, tools=TOOLS, stream=True)
+    assert len(list(stream)) == 4
+    plain, streamed = rec.records
+    call = {
+        "id": "call_stub",
+        "type": "function",
+        "function": {"name": "search_orders", "arguments": '{"query": "hello there world"}'},
+    }
+    assert plain["output"] == [{"role": "assistant", "content": None, "tool_calls": [call]}]
+    assert plain["metadata"]["finish_reason"] == "tool_calls"
+    assert streamed["output"] == [{"role": "assistant", "content": "", "tool_calls": [call]}]
+    assert streamed["metadata"]["finish_reason"] == "tool_calls"

@@ -269,6 +269,14 @@ class _Handler(BaseHTTPRequestHandler):
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
         }
         ident, created = "chatcmpl-stub", int(time.time())
+        tools = [
+            t for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)
+        ]
+        if tools:  # call the first tool with the last user text as its argument
+            name = str(tools[0]["function"].get("name", "tool"))
+            arguments = json.dumps({"query": _text_of(users[-1].get("content")) if users else ""})
+            self._chat_tool_call(body, ident, created, model, usage, name, arguments)
+            return
         if not body.get("stream"):
             self._json(
                 200,
@@ -325,6 +333,58 @@ class _Handler(BaseHTTPRequestHandler):
                         }
                     ),
                 )
+            yield None, "[DONE]"
+
+        self._sse(events())
+
+    def _chat_tool_call(
+        self,
+        body: dict[str, Any],
+        ident: str,
+        created: int,
+        model: str,
+        usage: Any,
+        name: str,
+        arguments: str,
+    ) -> None:
+        call = {"id": "call_stub", "type": "function", "function": {"name": name, "arguments": arguments}}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+            self._json(
+                200,
+                {
+                    "id": ident,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [choice],
+                    "usage": usage,
+                },
+            )
+            return
+
+        def chunk(delta: dict[str, Any], finish: Optional[str]) -> tuple[Optional[str], str]:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model}
+            return None, json.dumps({**data, "choices": [choice]})
+
+        half = len(arguments) // 2
+        first = {
+            "index": 0,
+            "id": "call_stub",
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        parts = [
+            {"index": 0, "function": {"arguments": part}} for part in (arguments[:half], arguments[half:])
+        ]
+
+        def events() -> Iterator[tuple[Optional[str], str]]:
+            yield chunk({"role": "assistant", "content": None, "tool_calls": [first]}, None)
+            for part in parts:
+                yield chunk({"tool_calls": [part]}, None)
+            yield chunk({}, "tool_calls")
             yield None, "[DONE]"
 
         self._sse(events())

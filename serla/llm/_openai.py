@@ -66,15 +66,26 @@ class ChatCompletions(Api):
 
 
 class _ChatObserver(Observer):
+    """Reads chat chunks: the text and tool calls of each choice (by ``index``), the finish reason, usage."""
+
+    def __init__(self, capture: bool) -> None:
+        super().__init__(capture)
+        self.choices: dict[int, list[str]] = {}
+        self.tools: dict[int, dict[int, dict[str, Any]]] = {}
+
     def on_chunk(self, chunk: Any) -> None:
         if self.model is None:
             self.model = _get(chunk, "model")
         for choice in _get(chunk, "choices") or ():
             if self.capture:
                 delta = _get(choice, "delta")
-                content = _get(delta, "content") if delta is not None else None
-                if content:
-                    self.text.append(content)
+                if delta is not None:
+                    index = _get(choice, "index") or 0
+                    content = _get(delta, "content")
+                    if content:
+                        self.choices.setdefault(index, []).append(content)
+                    for call in _get(delta, "tool_calls") or ():
+                        self._tool_delta(index, call)
             reason = _get(choice, "finish_reason")
             if reason is not None:
                 self.meta["finish_reason"] = reason
@@ -83,6 +94,32 @@ class _ChatObserver(Observer):
             self.input_tokens = usage_number(usage, "prompt_tokens")
             self.output_tokens = usage_number(usage, "completion_tokens")
             self.total_tokens = usage_number(usage, "total_tokens")
+
+    def _tool_delta(self, choice: int, call: Any) -> None:
+        slot = self.tools.setdefault(choice, {}).setdefault(
+            _get(call, "index") or 0,
+            {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+        )
+        if _get(call, "id"):
+            slot["id"] = _get(call, "id")
+        function = _get(call, "function")
+        if function is not None:
+            slot["function"]["name"] += _get(function, "name") or ""
+            slot["function"]["arguments"] += _get(function, "arguments") or ""
+
+    def fields(self) -> dict[str, Any]:
+        """One assistant message per choice, with its tool calls when it made any."""
+        out = super().fields()
+        if self.capture:
+            messages = []
+            for index in sorted(set(self.choices) | set(self.tools)) or [0]:
+                item: dict[str, Any] = {"role": "assistant", "content": "".join(self.choices.get(index, ()))}
+                tools = self.tools.get(index)
+                if tools:
+                    item["tool_calls"] = [tools[i] for i in sorted(tools)]
+                messages.append(item)
+            out["output"] = messages
+        return out
 
 
 class Responses(Api):
