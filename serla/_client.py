@@ -26,8 +26,9 @@ from serla._encode import MAX_EVENT_BYTES, encode, encode_event, format_timestam
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import timedelta
     from types import FrameType
-    from typing import Any, Callable, Optional
+    from typing import Any, Callable, Optional, Union
 
     from serla._encode import Timestamp
     from serla._errors import ErrorReporter, Report
@@ -350,7 +351,7 @@ class Serla:
         output_tokens: Optional[int] = None,
         total_tokens: Optional[int] = None,
         cost_usd: Optional[float] = None,
-        latency_ms: Optional[float] = None,
+        latency_ms: Optional[Union[float, timedelta]] = None,
         status: str = "success",
         error_message: Optional[str] = None,
         metadata: Optional[Mapping[str, Any]] = None,
