@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
     from serla._encode import Timestamp
+    from serla._flags import FlagClient
     from serla._retry import RetryPolicy
     from serla._transport import Transport
 
@@ -92,6 +93,11 @@ class Serla:
             ``trace_id`` and ``span_id`` (hex) to the event's properties (unless you set those keys).
         disabled: Accept and check calls but send nothing and start no thread. ``None`` (the default)
             reads the ``SERLA_DISABLED`` environment variable.
+        flags_timeout: The longest a feature flag call waits for the server on a cache miss, in seconds;
+            then it returns the caller's fallback (the answer still fills the cache). See ``docs/flags.md``.
+        flags_cache_size: How many ``(distinct_id, properties)`` flag answers are cached (an LRU).
+        send_flag_events: Track a ``$feature_flag_called`` event (``$feature_flag``,
+            ``$feature_flag_response``) the first time in a cache period a user gets a flag's value.
 
     Raises:
         ValueError: For an empty ``api_key`` or any other bad option value.
@@ -115,6 +121,9 @@ class Serla:
         proxy: Optional[str] = None,
         capture_trace_context: bool = True,
         disabled: Optional[bool] = None,
+        flags_timeout: float = 1.0,
+        flags_cache_size: int = 10_000,
+        send_flag_events: bool = False,
         _transport_factory: Optional[Callable[[], Transport]] = None,
         _policy: Optional[RetryPolicy] = None,
         _clock: Optional[Callable[[], float]] = None,
@@ -134,6 +143,9 @@ class Serla:
             capture_trace_context=capture_trace_context,
             disabled=env_disabled() if disabled is None else bool(disabled),
             proxy=proxy,
+            flags_timeout=flags_timeout,
+            flags_cache_size=flags_cache_size,
+            send_flag_events=send_flag_events,
         )
         cfg = self._config
         if debug:
@@ -161,6 +173,7 @@ class Serla:
             policy=_policy,
         )
         self._put = self._worker.put
+        self._flags: FlagClient | None = None  # serla._flags.FlagClient, made by the first flag call
         self._atexit: Callable[[], None] | None = None
         if cfg.flush_on_exit and not cfg.disabled:
             ref = weakref_ref(self)
@@ -361,6 +374,8 @@ class Serla:
             if self._atexit is not None:
                 atexit.unregister(self._atexit)
                 self._atexit = None
+            if self._flags is not None:
+                self._flags.close()
             if self._disabled:
                 return True
             return self._worker.close(timeout)
@@ -388,7 +403,102 @@ class Serla:
         out = self._worker.stats()
         if self._invalid:
             out["dropped"]["invalid_call"] = self._invalid
+        if self._flags is not None:
+            out["flags"] = self._flags.stats()
         return out
+
+    # -- feature flags (serla._flags; docs/flags.md) -----------------------------------------------------
+
+    def get_feature_flag(
+        self,
+        key: str,
+        fallback: Any = False,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> Any:
+        """A feature flag's value for a user: ``True``, ``False`` or the variant key. Never raises.
+
+        Evaluated by the server (``GET /api/v1/flags``) and cached per ``(distinct_id, properties)`` for
+        the server's ``max-age`` (30 s). A cached answer returns in microseconds; a miss waits at most
+        ``flags_timeout``. Any failure (network, timeout, 401, 402, 429, 5xx) returns ``fallback``; the
+        reason is counted in ``stats()["flags"]["fallbacks"]``.
+
+        Args:
+            key: The flag's key.
+            fallback: Returned when the server's answer is unavailable or has no such flag.
+            distinct_id: The user; ``None`` takes the context's (:func:`serla.set_distinct_id`). With
+                none at all, the fallback and a warning (once).
+            properties: Values for the flags' ``property_equals`` conditions.
+
+        Returns:
+            The value, or ``fallback``.
+        """
+        return self._flag_client().get_flag(key, fallback, distinct_id, properties)
+
+    def is_feature_enabled(
+        self,
+        key: str,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> bool:
+        """Whether a flag is on for the user (``True`` or any variant but ``""``/``"off"``); else False.
+
+        Same caching and failure handling as :meth:`get_feature_flag` (the fallback is ``False``).
+        """
+        from serla._flags import is_enabled_value
+
+        return is_enabled_value(self._flag_client().get_flag(key, False, distinct_id, properties))
+
+    def get_all_feature_flags(
+        self, *, distinct_id: Optional[str] = None, properties: Optional[Mapping[str, Any]] = None
+    ) -> dict[str, Any]:
+        """Every flag of the project for the user (key -> ``True``/``False``/variant), or ``{}`` on failure.
+
+        Same caching and failure handling as :meth:`get_feature_flag`. Sends no exposure events.
+        """
+        return self._flag_client().get_all(distinct_id, properties)
+
+    async def aget_feature_flag(
+        self,
+        key: str,
+        fallback: Any = False,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> Any:
+        """:meth:`get_feature_flag` for asyncio: a miss is awaited without blocking the event loop."""
+        return await self._flag_client().aget_flag(key, fallback, distinct_id, properties)
+
+    async def ais_feature_enabled(
+        self,
+        key: str,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> bool:
+        """:meth:`is_feature_enabled` for asyncio."""
+        from serla._flags import is_enabled_value
+
+        value = await self._flag_client().aget_flag(key, False, distinct_id, properties)
+        return is_enabled_value(value)
+
+    async def aget_all_feature_flags(
+        self, *, distinct_id: Optional[str] = None, properties: Optional[Mapping[str, Any]] = None
+    ) -> dict[str, Any]:
+        """:meth:`get_all_feature_flags` for asyncio."""
+        return await self._flag_client().aget_all(distinct_id, properties)
+
+    def _flag_client(self) -> FlagClient:
+        """The client's :class:`serla._flags.FlagClient`, made on first use (``serla._flags`` loads then)."""
+        flags = self._flags
+        if flags is None:
+            with self._worker._lock:
+                flags = self._flags
+                if flags is None:
+                    flags = self._flags = _make_flag_client(self)
+        return flags
 
     @property
     def host(self) -> str:
@@ -457,6 +567,26 @@ class Serla:
             result.error if result.status is None else f"HTTP {result.status} {result.body[:200]!r}",
         )
         return False
+
+
+def _make_flag_client(client: Serla) -> FlagClient:
+    from serla._flags import FlagClient, getter_factory
+
+    cfg = client._config
+    proxy = None if cfg.disabled else resolve_proxy(cfg.proxy, cfg.host)
+    getters = getter_factory(
+        client._transport_factory, cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle, proxy
+    )
+    flags = FlagClient(
+        getters,
+        flags_timeout=cfg.flags_timeout,
+        cache_size=cfg.flags_cache_size,
+        track=lambda event, distinct_id, properties: client.track(event, distinct_id, properties),
+        send_events=cfg.send_flag_events,
+    )
+    if cfg.disabled:
+        flags.set_local({})  # a disabled client sends nothing: every flag call returns its fallback
+    return flags
 
 
 def _default_transport_factory(cfg: Config) -> Callable[[], Transport]:

@@ -40,6 +40,9 @@ _FIELDS: Final = (
     "capture_trace_context",
     "disabled",
     "proxy",
+    "flags_timeout",
+    "flags_cache_size",
+    "send_flag_events",
 )
 
 
@@ -69,6 +72,9 @@ class Config:
     capture_trace_context: bool
     disabled: bool
     proxy: Optional[str]
+    flags_timeout: float
+    flags_cache_size: int
+    send_flag_events: bool
 
     def __init__(
         self,
@@ -86,6 +92,9 @@ class Config:
         capture_trace_context: bool = True,
         disabled: bool = False,
         proxy: Optional[str] = None,
+        flags_timeout: float = 1.0,
+        flags_cache_size: int = 10_000,
+        send_flag_events: bool = False,
     ) -> None:
         key = api_key
         if not isinstance(key, str) or not key.strip():
@@ -99,6 +108,8 @@ class Config:
         _check_number("block_on_full_seconds", block_on_full_seconds, minimum=0.0)
         _check_int("batch_size", batch_size)
         _check_int("max_queue_size", max_queue_size)
+        _check_number("flags_timeout", flags_timeout, minimum=0.0, strict=True)
+        _check_int("flags_cache_size", flags_cache_size)
         if batch_size > MAX_BATCH_SIZE:
             log_warning(
                 "serla: batch_size=%d is above the server's limit of %d events per request; using %d",
@@ -130,6 +141,9 @@ class Config:
         init(self, "capture_trace_context", capture_trace_context)
         init(self, "disabled", disabled)
         init(self, "proxy", proxy)
+        init(self, "flags_timeout", flags_timeout)
+        init(self, "flags_cache_size", flags_cache_size)
+        init(self, "send_flag_events", bool(send_flag_events))
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _FIELDS)
