@@ -586,6 +586,8 @@ def _make_flag_client(client: Serla) -> FlagClient:
     )
     if cfg.disabled:
         flags.set_local({})  # a disabled client sends nothing: every flag call returns its fallback
+    if client._shut:
+        flags.close()
     return flags
 
 

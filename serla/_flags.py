@@ -741,7 +741,6 @@ class FlagClient:
             )
             self._fail(cache_key, pending, reason, error, backoff=True)
         elif status == 402:
-            self._fail(cache_key, pending, "plan", "HTTP 402", pause=PLAN_PAUSE)
             with self._lock:
                 first = not self._plan_warned
                 self._plan_warned = True
@@ -750,27 +749,23 @@ class FlagClient:
                     "serla: feature flags are not in this project's plan (HTTP 402: Hobby plan or above); "
                     "every flag call returns its fallback, without requests, for the next hour"
                 )
+            self._fail(cache_key, pending, "plan", "HTTP 402", pause=PLAN_PAUSE)
         elif status == 401:
-            self._fail(cache_key, pending, "unauthorized", "HTTP 401", pause=UNAUTHORIZED_PAUSE)
             warn_limited(
                 "flags_401",
                 "serla: the API key was refused for feature flags (HTTP 401); fallbacks for 5 minutes",
             )
+            self._fail(cache_key, pending, "unauthorized", "HTTP 401", pause=UNAUTHORIZED_PAUSE)
         elif status == 429:
             seconds = _retry_after_seconds(result.retry_after)
-            self._fail(
-                cache_key,
-                pending,
-                "rate_limited",
-                f"HTTP 429 (Retry-After {result.retry_after})",
-                pause=seconds,
-            )
             warn_limited(
                 "flags_429",
                 "serla: the project's feature flag rate limit is used up (HTTP 429); cached answers and "
                 "fallbacks for %.0f s",
                 seconds,
             )
+            error = f"HTTP 429 (Retry-After {result.retry_after})"
+            self._fail(cache_key, pending, "rate_limited", error, pause=seconds)
         elif status >= 500:
             self._fail(
                 cache_key, pending, "server_error", f"HTTP {status} {result.body[:100]!r}", backoff=True
