@@ -447,9 +447,7 @@ class Serla:
 
         Same caching and failure handling as :meth:`get_feature_flag` (the fallback is ``False``).
         """
-        from serla._flags import is_enabled_value
-
-        return is_enabled_value(self._flag_client().get_flag(key, False, distinct_id, properties))
+        return self._flag_client().is_enabled(key, distinct_id, properties)
 
     def get_all_feature_flags(
         self, *, distinct_id: Optional[str] = None, properties: Optional[Mapping[str, Any]] = None
@@ -479,10 +477,7 @@ class Serla:
         properties: Optional[Mapping[str, Any]] = None,
     ) -> bool:
         """:meth:`is_feature_enabled` for asyncio."""
-        from serla._flags import is_enabled_value
-
-        value = await self._flag_client().aget_flag(key, False, distinct_id, properties)
-        return is_enabled_value(value)
+        return await self._flag_client().ais_enabled(key, distinct_id, properties)
 
     async def aget_all_feature_flags(
         self, *, distinct_id: Optional[str] = None, properties: Optional[Mapping[str, Any]] = None

@@ -262,8 +262,19 @@ def properties_json(properties: Optional[Mapping[str, Any]]) -> str:
         return ""
     if not hasattr(properties, "keys"):
         raise TypeError(f"properties must be a dict, not {type(properties).__name__}")
-    clean = sanitize(dict(properties))
-    return json.dumps(clean, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if type(properties) is dict:  # the fast path: plain JSON values need no sanitising
+        try:
+            text = _dumps(properties)
+            if "\\u0000" not in text:
+                text.encode("utf-8")  # a lone surrogate raises: sanitise it below
+                return text
+        except (TypeError, ValueError, RecursionError):
+            pass
+    return _dumps(sanitize(dict(properties)))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def flags_path(distinct_id: str, props_json: str) -> str:
@@ -409,6 +420,18 @@ class FlagClient:
             self._count_fallback("internal_error")
             _warn_exc("serla: get_feature_flag() failed unexpectedly; returning the fallback")
             return fallback
+
+    def is_enabled(
+        self, key: str, distinct_id: Optional[str], properties: Optional[Mapping[str, Any]]
+    ) -> bool:
+        """:func:`is_enabled_value` of :meth:`get_flag` with ``False`` as the fallback."""
+        return is_enabled_value(self.get_flag(key, False, distinct_id, properties))
+
+    async def ais_enabled(
+        self, key: str, distinct_id: Optional[str], properties: Optional[Mapping[str, Any]]
+    ) -> bool:
+        """:meth:`is_enabled` for asyncio."""
+        return is_enabled_value(await self.aget_flag(key, False, distinct_id, properties))
 
     def get_all(self, distinct_id: Optional[str], properties: Optional[Mapping[str, Any]]) -> dict[str, Any]:
         """Every flag for the user (a copy), or ``{}``; never raises."""
