@@ -44,7 +44,7 @@ import weakref
 from collections import OrderedDict, deque
 from urllib.parse import quote
 
-from serla._config import log_debug, log_warning, warn_limited
+from serla._config import log_debug, log_exception, log_warning, warn_limited
 from serla._encode import sanitize
 
 TYPE_CHECKING = False
@@ -183,6 +183,7 @@ class HttpGetter:
             self._headers["Proxy-Authorization"] = proxy.authorization
         self._api_key = api_key
         self._conn: Any = None
+        self._ssl_context: Any = None
 
     def _connect(self) -> Any:
         import http.client
@@ -191,9 +192,11 @@ class HttpGetter:
         if proxy is not None and proxy.error is not None:
             raise OSError(proxy.error)
         if self._https:
-            import ssl
+            ctx = self._ssl_context
+            if ctx is None:  # once per getter: loading the CA store costs milliseconds
+                import ssl
 
-            ctx = ssl.create_default_context(cafile=self._ca_bundle)
+                ctx = self._ssl_context = ssl.create_default_context(cafile=self._ca_bundle)
             if proxy is None:
                 return http.client.HTTPSConnection(
                     self._hostname, self._port, timeout=self._timeout, context=ctx
@@ -728,13 +731,17 @@ class FlagClient:
                 if held is not None:
                     self._finish(cache_key, pending, None, held)
                     continue
-                if getter is None:
-                    getter = self._getter_factory()
                 try:
+                    if getter is None:
+                        getter = self._getter_factory()
                     result = getter.get(flags_path(*cache_key), {})
                 except Exception as exc:  # a getter must not raise, but a thread must not die
                     result = GetResult(None, error=f"{type(exc).__name__}: {exc}")
-                self._handle(cache_key, pending, result)
+                try:
+                    self._handle(cache_key, pending, result)
+                except Exception:  # pragma: no cover - a bug: the waiters must still be woken
+                    log_exception("serla: unexpected error handling a feature flag answer")
+                    self._finish(cache_key, pending, None, "internal_error")
         finally:
             if getter is not None:
                 with contextlib.suppress(Exception):
