@@ -221,7 +221,8 @@ def test_a_hanging_server_gives_fallbacks_within_flags_timeout(hanging_port: int
         assert time.monotonic() - started < 30.0
         stats = client.stats()["flags"]
         assert stats["fallbacks"] == {"timeout": 3}
-        assert stats["requests"] == 2  # u1 once (the second call joined the first), u2 once
+        assert stats["in_flight"] == 2  # u1 once (the second call joined the first), u2 once
+        assert stats["coalesced"] == 1
 
 
 def test_async_apis_do_not_block_the_loop(hanging_port: int) -> None:
