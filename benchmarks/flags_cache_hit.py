@@ -128,9 +128,7 @@ def part2(server: SerlaServer, users: int, interval: float, minutes: int) -> Non
 
 
 def _settle(flags) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 30
-    while flags.stats()["in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.001)
+    flags.wait_idle(30)
 
 
 def main() -> None:

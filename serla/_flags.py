@@ -370,7 +370,8 @@ class FlagClient:
 
     def _init_state(self) -> None:
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
+        self._cond = threading.Condition(self._lock)  # fetchers wait here for jobs
+        self._settled = threading.Condition(self._lock)  # wait_idle() waits here
         self._cache: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._inflight: dict[tuple[str, str], _Pending] = {}
         self._jobs: deque[tuple[tuple[str, str], _Pending]] = deque()
@@ -525,6 +526,11 @@ class FlagClient:
                 "paused_for": round(self._hold_until - now, 3) if paused else 0.0,
                 "last_error": self._last_error,
             }
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no flag request is in flight (for tests and benchmarks); False on timeout."""
+        with self._lock:
+            return self._settled.wait_for(lambda: not self._inflight, timeout)
 
     def clear(self) -> None:
         """Forget every cached answer and pause (the next call of each user makes a request)."""
@@ -856,6 +862,8 @@ class FlagClient:
                 self._cache.popitem(last=False)
             if self._inflight.get(cache_key) is pending:
                 del self._inflight[cache_key]
+                if not self._inflight:
+                    self._settled.notify_all()
             pending.flags, pending.reason = flags, reason
             pending.done.set()
             callbacks, pending.callbacks = pending.callbacks, []

@@ -76,10 +76,7 @@ def flag_requests(server: SerlaServer) -> list[str]:
 
 def settle(client: Serla, timeout: float = 5.0) -> None:
     """Wait (bounded) until no flag request is in flight."""
-    deadline = time.monotonic() + timeout
-    while client.stats()["flags"]["in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert client.stats()["flags"]["in_flight"] == 0
+    assert client._flag_client().wait_idle(timeout)
 
 
 @pytest.fixture
