@@ -8,8 +8,12 @@ client's flag cache, so expiry and pauses are stepped, never slept.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -424,3 +428,43 @@ def test_bad_flag_options_raise(options: dict[str, Any], error: type[Exception])
 def test_flags_path_quotes_the_id() -> None:
     assert flags_path("a b&c/é", "") == "/api/v1/flags?distinct_id=a%20b%26c%2F%C3%A9"
     assert flags_path("u", '{"a":1}') == "/api/v1/flags?distinct_id=u&properties=eyJhIjoxfQ"
+
+
+_FORK_SCRIPT = """
+import json, os, sys
+from serla import Serla
+client = Serla("sk_live_fork", host=sys.argv[1], flush_on_exit=False)
+assert client.get_all_feature_flags(distinct_id="parent-user")["new-checkout"] is True
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:  # the child: the parent's fetcher thread and connection are gone
+    answers = [
+        client.get_all_feature_flags(distinct_id="parent-user")["new-checkout"],
+        client.get_all_feature_flags(distinct_id="child-user")["new-checkout"],
+        client.stats()["flags"]["requests"],
+    ]
+    os.write(write, json.dumps(answers).encode())
+    os._exit(0)
+os.close(write)
+os.waitpid(pid, 0)
+with os.fdopen(read) as f:
+    child = json.loads(f.read())
+after = client.get_all_feature_flags(distinct_id="after-fork")["new-checkout"]
+print(json.dumps({"child": child, "after": after}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_keeps_the_cache_and_makes_its_own_requests(server: SerlaServer) -> None:
+    # In a subprocess: forking the test process itself (with the server's threads) is unsafe.
+    proc = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT, server.url], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    # The child answered from the inherited cache, and made one request of its own for its new user.
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"child": [True, True, 1], "after": True}
+    assert flag_requests(server) == [
+        "/api/v1/flags?distinct_id=parent-user",
+        "/api/v1/flags?distinct_id=child-user",
+        "/api/v1/flags?distinct_id=after-fork",
+    ]
