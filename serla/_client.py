@@ -603,10 +603,7 @@ def _make_flag_client(client: Serla) -> FlagClient:
     from serla._flags import FlagClient, getter_factory
 
     cfg = client._config
-    proxy = None if cfg.disabled else resolve_proxy(cfg.proxy, cfg.host)
-    getters = getter_factory(
-        client._transport_factory, cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle, proxy
-    )
+    getters = getter_factory(client._transport_factory, cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle)
     flags = FlagClient(
         getters,
         flags_timeout=cfg.flags_timeout,

@@ -901,17 +901,19 @@ def getter_factory(
     api_key: str,
     timeout: float,
     ca_bundle: Optional[str],
-    proxy: Optional[Proxy],
 ) -> Callable[[], Any]:
     """The getter factory of a client: its transport when that has ``get()``, else :class:`HttpGetter`.
 
-    The seam to unify once the transport speaks GET: each fetcher thread gets a fresh getter.
+    The seam to unify once the transport speaks GET: each fetcher thread gets a fresh getter. The
+    :class:`HttpGetter` goes through the proxy the client's transport was given (resolved once per client
+    from the ``proxy`` option or the environment).
     """
 
     def make() -> Any:
         transport = transport_factory()
         if callable(getattr(transport, "get", None)):
             return transport
+        proxy = getattr(transport, "_proxy", None)
         with contextlib.suppress(Exception):
             transport.close()
         return HttpGetter(host, api_key, timeout, ca_bundle, proxy)
