@@ -600,15 +600,29 @@ class Serla:
 
 
 def _make_flag_client(client: Serla) -> FlagClient:
+    """The client's flag cache. It holds the client weakly: its threads must not keep a client alive."""
+    import weakref
+
     from serla._flags import FlagClient, getter_factory
 
     cfg = client._config
-    getters = getter_factory(client._transport_factory, cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle)
+    ref = weakref.ref(client)
+
+    def transport() -> Transport:
+        owner = ref()
+        if owner is None:
+            raise RuntimeError("the client was garbage-collected")
+        return owner._transport_factory()  # read at each call: serla.testing swaps it
+
+    def track(event: str, distinct_id: str, properties: dict[str, Any]) -> bool:
+        owner = ref()
+        return owner.track(event, distinct_id, properties) if owner is not None else False
+
     flags = FlagClient(
-        getters,
+        getter_factory(transport, cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle),
         flags_timeout=cfg.flags_timeout,
         cache_size=cfg.flags_cache_size,
-        track=lambda event, distinct_id, properties: client.track(event, distinct_id, properties),
+        track=track,
         send_events=cfg.send_flag_events,
     )
     if cfg.disabled:

@@ -71,6 +71,8 @@ UNAUTHORIZED_PAUSE: Final = 300.0
 PLAN_PAUSE: Final = 3600.0
 MAX_FETCHERS: Final = 4
 """Threads making flag requests in parallel (each with its own connection)."""
+FETCHER_IDLE_EXIT: Final = 60.0
+"""Seconds a fetcher thread waits for work before it ends (and closes its connection)."""
 MAX_QUEUED: Final = 256
 """Keys waiting for a fetcher; a miss beyond that returns the fallback at once (reason ``busy``)."""
 MAX_PROPERTIES_BYTES: Final = 6000
@@ -726,8 +728,10 @@ class FlagClient:
                 with self._cond:
                     while not self._jobs and not self._closed:
                         self._idle += 1
-                        self._cond.wait()
+                        woken = self._cond.wait(FETCHER_IDLE_EXIT)
                         self._idle -= 1
+                        if not woken and not self._jobs:
+                            return  # idle: the next miss starts a thread again
                     if self._closed:
                         return
                     cache_key, pending = self._jobs.popleft()

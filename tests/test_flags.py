@@ -468,3 +468,18 @@ def test_a_forked_child_keeps_the_cache_and_makes_its_own_requests(server: Serla
         "/api/v1/flags?distinct_id=child-user",
         "/api/v1/flags?distinct_id=after-fork",
     ]
+
+
+def test_the_fetcher_threads_do_not_keep_a_client_alive(server: SerlaServer) -> None:
+    import gc
+    import weakref
+
+    client = make_client(server.url, send_flag_events=True)
+    assert client.is_feature_enabled("new-checkout", distinct_id="u1") is True
+    flags = client._flag_client()
+    assert flags.stats()["requests"] == 1  # a fetcher thread exists, waiting for work
+    ref = weakref.ref(client)
+    del client
+    gc.collect()
+    assert ref() is None
+    flags.close()
