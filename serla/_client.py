@@ -419,7 +419,8 @@ class Serla:
             ``sent`` (events the server confirmed), ``batches_sent``, ``requests``, ``retried``
             (resends of a batch), ``dropped`` (a dict: reason -> events; reasons are ``invalid_call``,
             ``queue_full``, ``rejected`` (400), ``too_large``, ``server_error``, ``shutdown``),
-            ``healthy`` (the last send succeeded) and ``last_error``.
+            ``healthy`` (the last send succeeded) and ``last_error``. After the first feature flag call,
+            ``flags`` too: requests, cache hits and misses, fallbacks by reason (see ``docs/flags.md``).
         """
         out = self._worker.stats()
         if self._invalid:

@@ -649,8 +649,17 @@ class FlagClient:
 
     def _wait(self, pending: _Pending) -> tuple[Optional[dict[str, FlagValue]], Optional[str]]:
         if not pending.done.wait(self._timeout):
+            self._warn_timeout()
             return None, "timeout"
         return pending.flags, pending.reason
+
+    def _warn_timeout(self) -> None:
+        warn_limited(
+            "flags_wait",
+            "serla: no feature flag answer within flags_timeout=%g s; returning the fallback "
+            "(the answer fills the cache when it comes)",
+            self._timeout,
+        )
 
     async def _await(self, pending: _Pending) -> tuple[Optional[dict[str, FlagValue]], Optional[str]]:
         import asyncio
@@ -678,6 +687,7 @@ class FlagClient:
             try:
                 await asyncio.wait_for(future, self._timeout)
             except asyncio.TimeoutError:
+                self._warn_timeout()
                 return None, "timeout"
         return pending.flags, pending.reason
 

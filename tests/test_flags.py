@@ -210,7 +210,10 @@ def test_the_lru_keeps_flags_cache_size_answers(server: SerlaServer) -> None:
 # -- never slow, never raise -----------------------------------------------------------------------------
 
 
-def test_a_hanging_server_gives_fallbacks_within_flags_timeout(hanging_port: int, clock: FakeClock) -> None:
+def test_a_hanging_server_gives_fallbacks_within_flags_timeout(
+    hanging_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="serla")
     url = f"http://127.0.0.1:{hanging_port}"
     with make_client(url, flags_timeout=0.2, timeout=30.0) as client:
         client._flag_client()._clock = time.monotonic  # real waits here; the socket timeout (30 s) is far
@@ -224,6 +227,11 @@ def test_a_hanging_server_gives_fallbacks_within_flags_timeout(hanging_port: int
         assert stats["fallbacks"] == {"timeout": 3}
         assert stats["in_flight"] == 2  # u1 once (the second call joined the first), u2 once
         assert stats["coalesced"] == 1
+    said = [r.getMessage() for r in caplog.records if "flags_timeout" in r.getMessage()]
+    assert said == [
+        "serla: no feature flag answer within flags_timeout=0.2 s; returning the fallback "
+        "(the answer fills the cache when it comes)"
+    ]  # rate-limited: once for 3 timeouts
 
 
 def test_async_apis_do_not_block_the_loop(hanging_port: int) -> None:
