@@ -182,3 +182,12 @@ def test_capture_of_an_existing_client_answers_local_flags_then_gives_it_back() 
                 assert client.get_feature_flag("on", distinct_id="u1") == "captured"
             assert client.get_feature_flag("on", distinct_id="u1") is True
             assert len([r for r in server.requests if r.path == FLAGS_PATH]) == 1
+
+
+def test_serla_dev_creates_a_missing_flags_file_on_the_first_save(tmp_path: Path) -> None:
+    path = tmp_path / "new-flags.json"
+    with dev.SQLiteStore(":memory:") as store, dev.DevServer("127.0.0.1", 0, store=store) as server:
+        assert server.flags.load(str(path), missing_ok=True) == []
+        assert server.flags.evaluate("u") == {}
+        server.flags.define("first")
+    assert json.loads(path.read_text())[0]["key"] == "first"

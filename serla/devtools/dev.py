@@ -975,7 +975,7 @@ def run(
         )
         if getattr(args, "flags", None):
             try:
-                server.flags.load(args.flags)
+                server.flags.load(args.flags, missing_ok=True)  # the form creates it
             except (OSError, ValueError) as exc:
                 err.write(f"serla dev: cannot use --flags {args.flags}: {exc}\n")
                 return 2

@@ -476,13 +476,17 @@ class FlagRoute:
             self._reload()
             return list(self._flags.values())
 
-    def load(self, path: str) -> list[FlagDefinition]:
+    def load(self, path: str, *, missing_ok: bool = False) -> list[FlagDefinition]:
         """Use ``path`` (a JSON definitions file) from now on; read it now.
+
+        Args:
+            path: The file.
+            missing_ok: Start with no flags when the file does not exist (the first save creates it).
 
         Raises:
             OSError, ValueError: When it can't be read or is malformed.
         """
-        flags = load_flags_file(path)
+        flags = [] if missing_ok and not os.path.exists(path) else load_flags_file(path)
         with self._lock:
             self.path = path
             self._flags = {f.key: f for f in flags}
