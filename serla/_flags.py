@@ -417,11 +417,10 @@ class FlagClient:
     ) -> Any:
         """The flag's value for the user, or ``fallback``; never raises, waits at most ``flags_timeout``."""
         try:
-            begun = self._begin(distinct_id, properties)
-            flags, reason = begun[0], begun[1]
-            if begun[2] is not None:
-                flags, reason = self._wait(begun[2])
-            return self._pick(key, fallback, begun[3], flags, reason)
+            flags, reason, pending, user = self._begin(distinct_id, properties)
+            if pending is not None:
+                flags, reason = self._wait(pending)
+            return self._pick(key, fallback, user, flags, reason)
         except Exception:
             self._count_fallback("internal_error")
             _warn_exc("serla: get_feature_flag() failed unexpectedly; returning the fallback")
@@ -442,10 +441,9 @@ class FlagClient:
     def get_all(self, distinct_id: Optional[str], properties: Optional[Mapping[str, Any]]) -> dict[str, Any]:
         """Every flag for the user (a copy), or ``{}``; never raises."""
         try:
-            begun = self._begin(distinct_id, properties)
-            flags, reason = begun[0], begun[1]
-            if begun[2] is not None:
-                flags, reason = self._wait(begun[2])
+            flags, reason, pending, _user = self._begin(distinct_id, properties)
+            if pending is not None:
+                flags, reason = self._wait(pending)
             if flags is None:
                 self._count_fallback(reason or "unknown")
                 return {}
@@ -464,11 +462,10 @@ class FlagClient:
     ) -> Any:
         """:meth:`get_flag` for asyncio: a miss is awaited, never blocking the event loop."""
         try:
-            begun = self._begin(distinct_id, properties)
-            flags, reason = begun[0], begun[1]
-            if begun[2] is not None:
-                flags, reason = await self._await(begun[2])
-            return self._pick(key, fallback, begun[3], flags, reason)
+            flags, reason, pending, user = self._begin(distinct_id, properties)
+            if pending is not None:
+                flags, reason = await self._await(pending)
+            return self._pick(key, fallback, user, flags, reason)
         except Exception:
             self._count_fallback("internal_error")
             _warn_exc("serla: aget_feature_flag() failed unexpectedly; returning the fallback")
@@ -479,10 +476,9 @@ class FlagClient:
     ) -> dict[str, Any]:
         """:meth:`get_all` for asyncio."""
         try:
-            begun = self._begin(distinct_id, properties)
-            flags, reason = begun[0], begun[1]
-            if begun[2] is not None:
-                flags, reason = await self._await(begun[2])
+            flags, reason, pending, _user = self._begin(distinct_id, properties)
+            if pending is not None:
+                flags, reason = await self._await(pending)
             if flags is None:
                 self._count_fallback(reason or "unknown")
                 return {}
