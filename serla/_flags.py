@@ -45,7 +45,7 @@ from collections import OrderedDict, deque
 from urllib.parse import quote
 
 from serla._config import log_debug, log_exception, log_warning, warn_limited
-from serla._encode import sanitize
+from serla._encode import _clean_str, sanitize
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,7 +76,10 @@ FETCHER_IDLE_EXIT: Final = 60.0
 MAX_QUEUED: Final = 256
 """Keys waiting for a fetcher; a miss beyond that returns the fallback at once (reason ``busy``)."""
 MAX_PROPERTIES_BYTES: Final = 6000
-"""The largest ``properties`` JSON sent (base64url in the query string keeps URLs under ~8 KB)."""
+"""The largest ``properties`` JSON sent (8,000 characters of base64url in the query string)."""
+MAX_DISTINCT_ID: Final = 500
+"""The longest ``distinct_id`` sent: with the properties, a request line stays well under the 16 KB of
+headers Node accepts (a longer one would be refused, or its connection reset, for every user)."""
 EXPOSURE_EVENT: Final = "$feature_flag_called"
 
 
@@ -284,7 +287,8 @@ def _dumps(value: Any) -> str:
 
 def flags_path(distinct_id: str, props_json: str) -> str:
     """``/api/v1/flags?distinct_id=...&properties=<base64url JSON>`` (properties left out when empty)."""
-    path = f"{FLAGS_PATH}?distinct_id={quote(distinct_id, safe='')}"
+    # NULs dropped and lone surrogates made U+FFFD, as in events (the same user on both sides).
+    path = f"{FLAGS_PATH}?distinct_id={quote(_clean_str(distinct_id), safe='')}"
     if props_json:
         encoded = base64.urlsafe_b64encode(props_json.encode("utf-8")).rstrip(b"=").decode("ascii")
         path += f"&properties={encoded}"
@@ -561,12 +565,13 @@ class FlagClient:
             distinct_id = get_distinct_id()
             if distinct_id is None:
                 return None, self._no_distinct_id(), None, ""
-        if type(distinct_id) is not str or not distinct_id:
+        if type(distinct_id) is not str or not distinct_id or len(distinct_id) > MAX_DISTINCT_ID:
             warn_limited(
                 "flags_invalid_call",
-                "serla: feature flag call with distinct_id=%r: a non-empty string is needed; "
-                "returning the fallback",
+                "serla: feature flag call with distinct_id=%.80r: a non-empty string of at most %d "
+                "characters is needed; returning the fallback",
                 distinct_id,
+                MAX_DISTINCT_ID,
             )
             return None, "invalid_call", None, ""
         local = self._local

@@ -355,12 +355,13 @@ def test_no_distinct_id_gives_the_fallback_and_one_warning(
         assert client.get_all_feature_flags() == {}
         assert [r for r in caplog.records if "without distinct_id" in r.getMessage()].__len__() == 1
         assert client.get_feature_flag("x", "fb", distinct_id=123) == "fb"  # type: ignore[arg-type]
+        assert client.get_feature_flag("x", "fb", distinct_id="u" * 501) == "fb"
         assert client.get_feature_flag("x", "fb", distinct_id="u1", properties=[1]) == "fb"  # type: ignore[arg-type]
         with serla.distinct_id_context("ctx-user"):
             assert client.is_feature_enabled("beta") is False
             assert client.get_all_feature_flags() == server.flags.evaluate("ctx-user")
         assert flag_requests(server) == ["/api/v1/flags?distinct_id=ctx-user"]
-        assert client.stats()["flags"]["fallbacks"] == {"no_distinct_id": 3, "invalid_call": 2}
+        assert client.stats()["flags"]["fallbacks"] == {"no_distinct_id": 3, "invalid_call": 3}
 
 
 def test_flag_requests_do_not_wait_behind_the_event_backlog(server: SerlaServer) -> None:
@@ -435,6 +436,7 @@ def test_bad_flag_options_raise(options: dict[str, Any], error: type[Exception])
 
 def test_flags_path_quotes_the_id() -> None:
     assert flags_path("a b&c/é", "") == "/api/v1/flags?distinct_id=a%20b%26c%2F%C3%A9"
+    assert flags_path("a\x00b\ud800", "") == "/api/v1/flags?distinct_id=ab%EF%BF%BD"  # as events clean it
     assert flags_path("u", '{"a":1}') == "/api/v1/flags?distinct_id=u&properties=eyJhIjoxfQ"
 
 
