@@ -24,6 +24,10 @@ clients, so events tracked *before* the read are there: ``client.track(...); eve
 works without sleeping. Events tracked concurrently by other threads after the read started are not
 waited for.
 
+Feature flags never reach a server from a capture: ``serla_events.set_flags({"new-checkout": True})`` sets
+the values its clients answer (an unset flag gives the caller's fallback), and :func:`set_feature_flags`
+does the same for any client.
+
 Importing this module is cheap: it imports neither pytest (unless pytest is already running) nor the
 server code (that happens when the first :class:`CapturedEvents` is created).
 """

@@ -136,6 +136,7 @@ def test_serla_dev_serves_flags_from_the_file_and_the_form(dev_server) -> None: 
     assert get(url, "/flags", form_headers, "POST", urlencode(delete))[0] == 303
     assert [f["key"] for f in json.loads(flags_file.read_text())] == ["button-color"]
     assert get(url, "/flags", {"Host": "evil.example"})[0] == 403  # DNS rebinding guard
+    assert b'<a href="/flags">' in get(url, "/")[2]  # the events page links to the flags page
 
 
 def test_serla_dev_refuses_a_bad_flags_file(tmp_path: Path) -> None:
