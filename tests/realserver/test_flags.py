@@ -115,7 +115,17 @@ def ours(answer: dict[str, Any], unique: str) -> dict[str, Any]:
 def test_every_api_returns_what_the_server_evaluates(
     realserver: RealServer, unique: str, flags: dict[str, FlagDefinition]
 ) -> None:
-    users = [f"{unique}-user-{i}" for i in range(12)] + ["vip-1", "user_123"]
+    # Users picked (with the local port) so that every kind of answer comes up: on, off, each variant.
+    # The server's answers for them are compared below, so a wrong port would fail the test, not skew it.
+    users, covered = ["vip-1", "user_123"], set()
+    for i in range(2000):
+        candidate = f"{unique}-user-{i}"
+        answers = set(evaluate_all(flags.values(), candidate).items())
+        if not answers <= covered:
+            users.append(candidate)
+            covered |= answers
+        if len(users) >= 14:
+            break
     cases: list[tuple[str, dict[str, Any] | None]] = [(u, None) for u in users]
     cases += [(users[0], {"plan": "pro"}), (users[1], {"plan": "free"})]
     client = Serla(realserver.keys["max"], host=realserver.host, flush_on_exit=False, flags_timeout=30.0)
