@@ -578,11 +578,13 @@ class FlagClient:
         if local is not None:
             merged = {**local.get("", {}), **local.get(distinct_id, {})}
             return merged, None, None, distinct_id
-        try:
-            props = properties_json(properties)
-        except TypeError as exc:
-            warn_limited("flags_invalid_call", "serla: feature flag call dropped: %s", exc)
-            return None, "invalid_call", None, distinct_id
+        props = ""
+        if properties is not None:
+            try:
+                props = properties_json(properties)
+            except TypeError as exc:
+                warn_limited("flags_invalid_call", "serla: feature flag call dropped: %s", exc)
+                return None, "invalid_call", None, distinct_id
         if len(props) > MAX_PROPERTIES_BYTES and len(props.encode("utf-8")) > MAX_PROPERTIES_BYTES:
             warn_limited(
                 "flags_too_large",
