@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import sys
 from _collections_abc import Mapping
 
@@ -12,6 +11,7 @@ from serla._config import (
     Config,
     add_null_handler,
     env_disabled,
+    env_text,
     log_debug,
     log_warning,
     resolve_proxy,
@@ -25,11 +25,15 @@ from serla._encode import MAX_EVENT_BYTES, encode, encode_event, format_timestam
 # first send; ``logging`` only once something has loaded it (see ``serla._config.serla_log``).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import FrameType
     from typing import Any, Callable, Optional
 
     from serla._encode import Timestamp
+    from serla._errors import ErrorReporter, Report
     from serla._flags import FlagClient
     from serla._retry import RetryPolicy
+    from serla._stats import Stats
     from serla._transport import Transport
 
 IDENTIFY_PATH = "/api/v1/identify"
@@ -79,9 +83,10 @@ class Serla:
             count, is then the limit. Values above 100 are lowered to 100, with a warning. For a fleet of
             processes sharing one project, ``batch_size=100`` makes the fewest requests.
         debug: Set the ``serla`` logger to DEBUG and attach a stderr handler to it.
-        flush_on_exit: Register an ``atexit`` hook that flushes (bounded by ``shutdown_timeout``). The
-            client stays usable after it, for hooks that run later (``logging.shutdown``, an
-            OpenTelemetry provider's shutdown).
+        flush_on_exit: Deliver what is queued at exit (bounded by ``shutdown_timeout``): from an
+            ``atexit`` hook, and on ``SIGTERM`` (a handler that delivers, then chains to the one it
+            replaced; see ``serla._exit``). The client stays usable after it, for hooks that run later
+            (``logging.shutdown``, an OpenTelemetry provider's shutdown).
         max_queue_size: The most events held in memory (buffered + in flight) while the endpoint is down.
             Further events are refused, counted in ``stats()["dropped"]["queue_full"]`` and warned about.
         max_buffer_bytes: The most bytes of encoded events held while the endpoint is up but slow or
@@ -110,6 +115,22 @@ class Serla:
         flags_cache_size: How many ``(distinct_id, properties)`` flag answers are cached (an LRU).
         send_flag_events: Track a ``$feature_flag_called`` event (``$feature_flag``,
             ``$feature_flag_response``) the first time in a cache period a user gets a flag's value.
+        release: The version of your application, sent with every error report (``None``: read
+            ``SERLA_RELEASE``).
+        environment: ``production``, ``staging``..., sent with every error report (``None``: read
+            ``SERLA_ENVIRONMENT``).
+        capture_exceptions: Report uncaught exceptions: ``sys.excepthook``, ``threading.excepthook`` and
+            asyncio's loop exception handler, each chaining what was installed before.
+            ``KeyboardInterrupt`` and ``SystemExit`` are not reported. An uncaught exception in the main
+            thread is delivered before the process exits (a flush bounded by ``shutdown_timeout``).
+        before_send_error: ``(report, exception) -> report | None``, called with each error report (the
+            wire fields, a dict) before it is queued: return it (changed or not) to send it, ``None`` to
+            drop it. If it raises, the report is dropped.
+        in_app_include: Module name prefixes whose frames are your code (``["myapp"]``), wherever they are
+            installed. See the README's "Error tracking" section for how in-app is decided otherwise.
+        in_app_exclude: Module name prefixes whose frames are never your code.
+        project_root: Frames under this directory are shown relative to it. ``None``: relative to their
+            ``sys.path`` entry.
 
     Raises:
         ValueError: For an empty ``api_key`` or any other bad option value.
@@ -137,6 +158,13 @@ class Serla:
         flags_timeout: float = 1.0,
         flags_cache_size: int = 10_000,
         send_flag_events: bool = False,
+        release: Optional[str] = None,
+        environment: Optional[str] = None,
+        capture_exceptions: bool = False,
+        before_send_error: Optional[Callable[..., Any]] = None,
+        in_app_include: Sequence[str] = (),
+        in_app_exclude: Sequence[str] = (),
+        project_root: Optional[str] = None,
         _transport_factory: Optional[Callable[[], Transport]] = None,
         _policy: Optional[RetryPolicy] = None,
         _clock: Optional[Callable[[], float]] = None,
@@ -160,6 +188,13 @@ class Serla:
             flags_timeout=flags_timeout,
             flags_cache_size=flags_cache_size,
             send_flag_events=send_flag_events,
+            release=release if release is not None else env_text("SERLA_RELEASE"),
+            environment=environment if environment is not None else env_text("SERLA_ENVIRONMENT"),
+            capture_exceptions=capture_exceptions,
+            before_send_error=before_send_error,
+            in_app_include=in_app_include,
+            in_app_exclude=in_app_exclude,
+            project_root=project_root,
         )
         cfg = self._config
         if debug:
@@ -203,8 +238,17 @@ class Serla:
                 if not worker.flush(exit_timeout):
                     log_warning("serla: %d events were not delivered at exit", worker.pending())
 
+            from serla import _exit
+
             self._atexit = _flush_at_exit
-            atexit.register(_flush_at_exit)
+            self._exit_token = _exit.register(_flush_at_exit)
+        self._clock = _clock
+        self._errors: ErrorReporter | None = None
+        self._hooks: Any = None
+        if cfg.capture_exceptions:
+            from serla._hooks import install_hooks
+
+            self._hooks = install_hooks(self)
         if cfg.disabled:
             log = serla_log()
             if log is not None:
@@ -357,6 +401,197 @@ class Serla:
             _warn_exc("serla: identify() failed unexpectedly")
             return False
 
+    def capture_exception(
+        self,
+        exc: Any = None,
+        *,
+        distinct_id: Optional[str] = None,
+        level: Any = "error",
+        context: Optional[Mapping[str, Any]] = None,
+        release: Optional[str] = None,
+        environment: Optional[str] = None,
+    ) -> bool:
+        """Report an exception to Serla's error tracking (``POST /api/v1/errors``). Never raises or waits.
+
+        Like :meth:`track`, it checks, builds and queues at once; the report is sent by the same
+        background thread, in its own lane (one report per request). The stack is written so the server
+        groups reports by the exception's type and the file and function of the innermost frame of your
+        own code (see the README's "Error tracking" section). Local variables are never sent.
+
+        Each exception is reported once, whichever path sees it first (this method, the logging handler,
+        the uncaught-exception hooks). At most ``serla._errors.ERRORS_PER_MINUTE`` reports per group leave
+        the process per minute; the rest are counted in ``stats()["errors"]["rate_limited"]``.
+
+        Args:
+            exc: The exception. ``None`` takes the one being handled (``sys.exc_info()``); an
+                ``exc_info`` tuple is accepted too. An exception that was never raised is reported
+                with the caller's stack.
+            distinct_id: Who hit it. ``None`` uses the context's (:func:`serla.set_distinct_id`), if any.
+            level: ``"error"`` (the default), ``"warning"`` or ``"info"``; ``"critical"``/``"fatal"``
+                are sent as ``error``, ``"debug"`` as ``info``; ``logging`` levels (numbers) map the
+                same way.
+            context: A dict sent as the report's ``metadata``.
+            release: Overrides the client's ``release`` for this report.
+            environment: Overrides the client's ``environment`` for this report.
+
+        Returns:
+            True if the report was queued; False if there was nothing to report, the exception was
+            already reported, the report was rate-limited or dropped by ``before_send_error``, or the
+            errors lane refused it (off after a 402, full, closed).
+        """
+        try:
+            if exc is None:
+                exc = sys.exc_info()[1]
+                if exc is None:
+                    return self._reject("capture_exception() called with no exception being handled")
+            elif isinstance(exc, tuple) and len(exc) == 3:
+                exc = exc[1]
+            if not isinstance(exc, BaseException):
+                return self._reject("capture_exception() needs an exception, got %s", type(exc).__name__)
+            return self._capture(
+                exc,
+                distinct_id=distinct_id,
+                level=level,
+                context=context,
+                release=release,
+                environment=environment,
+                caller=sys._getframe(1),
+            )
+        except Exception:
+            _warn_exc("serla: capture_exception() failed unexpectedly; the report is dropped")
+            return False
+
+    def _error_reporter(self) -> ErrorReporter:
+        """The error reporter (options, path rules, rate limit, counters), created on first use."""
+        reporter = self._errors
+        if reporter is not None:
+            return reporter
+        from serla._errors import ErrorReporter
+
+        with self._worker._lock:  # one reporter even when two threads capture their first error at once
+            reporter = self._errors
+            if reporter is not None:
+                return reporter
+            cfg = self._config
+            reporter = ErrorReporter(
+                release=cfg.release,
+                environment=cfg.environment,
+                before_send=cfg.before_send_error,
+                in_app_include=cfg.in_app_include,
+                in_app_exclude=cfg.in_app_exclude,
+                project_root=cfg.project_root,
+                clock=self._clock,
+            )
+            self._errors = reporter
+            return reporter
+
+    def _capture(
+        self,
+        exc: BaseException,
+        *,
+        distinct_id: Optional[str] = None,
+        level: Any = "error",
+        context: Optional[Mapping[str, Any]] = None,
+        release: Optional[str] = None,
+        environment: Optional[str] = None,
+        caller: Optional[FrameType] = None,
+    ) -> bool:
+        """Build and queue a report for ``exc`` (the paths that see exceptions call this). Never raises."""
+        try:
+            from serla._errors import build_report, mark_reported
+
+            if not mark_reported(exc):
+                self._error_reporter().count("duplicate")
+                return False
+            reporter = self._error_reporter()
+            report = build_report(exc, reporter.rules, caller=caller, allow=reporter.allow)
+            if report is None:  # rate-limited (counted)
+                return False
+            return self._queue_report(
+                reporter,
+                report,
+                exc=exc,
+                distinct_id=distinct_id,
+                level=level,
+                context=context,
+                release=release,
+                environment=environment,
+            )
+        except Exception:
+            _warn_exc("serla: building an error report failed; it is dropped")
+            return False
+
+    def _queue_report(
+        self,
+        reporter: ErrorReporter,
+        report: Report,
+        *,
+        exc: Optional[BaseException],
+        distinct_id: Any,
+        level: Any,
+        context: Any,
+        release: Any,
+        environment: Any,
+    ) -> bool:
+        """Check the call's options, finish the report, encode it and hand it to the errors lane."""
+        from serla._errors import encode_report, map_level
+
+        if self._shut:
+            warn_limited("closed", "serla: capture_exception() after shutdown() is dropped")
+            return False
+        mapped = map_level(level)
+        if mapped is None:
+            warn_limited("error_level", "serla: unknown error level %r; sending it as 'error'", level)
+            mapped = "error"
+        if distinct_id is None:
+            distinct_id = _context_distinct_id()
+        elif not isinstance(distinct_id, str):
+            coerced = _as_id(distinct_id)
+            if coerced is None:
+                warn_limited(
+                    "error_distinct_id",
+                    "serla: capture_exception(): distinct_id must be a string, got %s; sent without it",
+                    type(distinct_id).__name__,
+                )
+            distinct_id = coerced
+        if context is not None and not isinstance(context, Mapping):
+            coerced_context = _as_properties(context)
+            if coerced_context is None:
+                warn_limited(
+                    "error_context",
+                    "serla: capture_exception(): context must be a dict, got %s; sent without it",
+                    type(context).__name__,
+                )
+            context = coerced_context
+        for name, value in (("release", release), ("environment", environment)):
+            if value is not None and not isinstance(value, str):
+                warn_limited("error_" + name, "serla: capture_exception(): %s must be a string", name)
+                if name == "release":
+                    release = None
+                else:
+                    environment = None
+        fields = reporter.finish(
+            report,
+            exc=exc,
+            level=mapped,
+            distinct_id=distinct_id or None,
+            context=context,
+            release=release,
+            environment=environment,
+            timestamp=self._now(),
+        )
+        if fields is None:
+            return False
+        body = encode_report(fields)
+        if self._disabled:
+            reporter.count("captured")
+            return True
+        if self._submit("errors", body):
+            reporter.count("captured")
+            return True
+        reporter.count("refused")
+        return False
+
     def flush(self, timeout: Optional[float] = 30.0) -> bool:
         """Wait until every event queued before this call has been delivered.
 
@@ -391,9 +626,14 @@ class Serla:
         """
         try:
             self._shut = True
+            if self._hooks is not None:
+                self._hooks.uninstall()
+                self._hooks = None
             if self._atexit is not None:
                 self._exit_state[0] = True
-                atexit.unregister(self._atexit)
+                from serla import _exit
+
+                _exit.unregister(self._exit_token)
                 self._atexit = None
             if self._flags is not None:
                 self._flags.close()
@@ -411,22 +651,27 @@ class Serla:
         """The number of events accepted and not yet delivered or dropped (buffered + in flight)."""
         return self._worker.pending()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Stats:
         """Counters for health checks and tests.
 
         Returns:
-            A dict with ``queued`` (in the buffer), ``in_flight``, ``pending`` (both), ``accepted``,
-            ``sent`` (events the server confirmed), ``batches_sent``, ``requests``, ``retried``
-            (resends of a batch), ``dropped`` (a dict: reason -> events; reasons are ``invalid_call``,
+            A :class:`serla.Stats` dict: ``queued`` (in the buffer), ``queued_bytes``, ``in_flight``,
+            ``pending`` (both), ``accepted``, ``sent`` (events the server confirmed), ``batches_sent``,
+            ``requests``, ``retried`` (resends of a batch), ``dropped`` (reason -> events: ``invalid_call``,
             ``queue_full``, ``rejected`` (400), ``too_large``, ``server_error``, ``shutdown``),
             ``healthy`` (the last send succeeded) and ``last_error``. After the first feature flag call,
             ``flags`` too: requests, cache hits and misses, fallbacks by reason (see ``docs/flags.md``).
+            ``healthy`` (the last send succeeded), ``state`` (``up``, ``rate_limited``, ``paused``,
+            ``down``), ``last_error``, ``lanes`` (the error and LLM lanes' counters) and ``errors`` (error
+            reports before their lane: ``captured``, ``rate_limited``, ``duplicate``...).
         """
         out = self._worker.stats()
         if self._invalid:
             out["dropped"]["invalid_call"] = self._invalid
         if self._flags is not None:
             out["flags"] = self._flags.stats()
+        # Error reports before the errors lane: captured, rate_limited, duplicate, dropped_by_hook...
+        out["errors"] = self._errors.stats() if self._errors is not None else {}
         return out
 
     # -- feature flags (serla._flags; docs/flags.md) -----------------------------------------------------
@@ -671,6 +916,16 @@ def _warn_exc(msg: str) -> None:
     log = serla_log()
     if log is not None:
         log.logger.warning(msg, exc_info=True)
+
+
+def _as_id(value: Any) -> str | None:
+    """An ``int`` or ``UUID`` user id as text; None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    uuid = sys.modules.get("uuid")
+    if uuid is not None and isinstance(value, uuid.UUID):
+        return str(value)
+    return None
 
 
 def _as_properties(value: Any) -> dict[str, Any] | None:

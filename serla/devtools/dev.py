@@ -43,6 +43,7 @@ from typing import Any, Callable, Final, Optional, TextIO
 from urllib.parse import parse_qs, parse_qsl, urlencode
 
 from serla._version import __version__
+from serla.devtools.errors import register_dev
 from serla.devtools.flags import PAGE_PATH as FLAGS_PAGE
 from serla.devtools.server import (
     BATCH_PATH,
@@ -699,6 +700,7 @@ class DevServer(SerlaServer):
         self.add_route("GET", REJECTED_API, self._guard(self._rejected_api))
         self.add_route("POST", CLEAR_API, self._guard(self._clear_api))
         self.flags.install_page(self._guard)
+        self.errors = register_dev(self)  # issue 14: /api/v1/errors in SQLite, the /errors page
 
     @property
     def store(self) -> SQLiteStore:
@@ -1099,6 +1101,7 @@ article.rejected ul { margin: 0.3rem 0; padding-left: 1.2rem; }
 <body data-state="loading">
 <header>
 <h1>Serla dev server</h1>
+<a href="/errors">Errors</a>
 <span id="info">__INFO__</span>
 <a href="/flags">feature flags</a>
 <span id="status" class="muted">connecting...</span>

@@ -866,6 +866,9 @@ class SerlaServer:
         self._wake_w: socket.socket | None = None
         self._conn_lock = threading.Lock()
         self._conns: dict[threading.Thread, socket.socket] = {}
+        from serla.devtools.errors import register as register_errors  # issue 14: POST /api/v1/errors
+
+        self.errors = register_errors(self)
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
