@@ -26,8 +26,9 @@ from serla._encode import MAX_EVENT_BYTES, encode, encode_event, format_timestam
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import timedelta
     from types import FrameType
-    from typing import Any, Callable, Optional
+    from typing import Any, Callable, Optional, Union
 
     from serla._encode import Timestamp
     from serla._errors import ErrorReporter, Report
@@ -131,6 +132,12 @@ class Serla:
         in_app_exclude: Module name prefixes whose frames are never your code.
         project_root: Frames under this directory are shown relative to it. ``None``: relative to their
             ``sys.path`` entry.
+        capture_llm_content: Whether :meth:`track_llm` (and the ``serla.llm`` wrappers and the
+            OpenTelemetry GenAI bridge) send prompts and responses. ``False`` leaves ``input`` and
+            ``output`` out of every LLM record: they often hold personal data.
+        before_send_llm: Called with every LLM record (a dict with the wire's camelCase keys) on the
+            caller's thread before it is queued; return the record (changed or not) or ``None`` to drop
+            it. What it returns is checked again; if it raises, the record is dropped.
 
     Raises:
         ValueError: For an empty ``api_key`` or any other bad option value.
@@ -165,6 +172,8 @@ class Serla:
         in_app_include: Sequence[str] = (),
         in_app_exclude: Sequence[str] = (),
         project_root: Optional[str] = None,
+        capture_llm_content: bool = True,
+        before_send_llm: Optional[Callable[[dict[str, Any]], Optional[dict[str, Any]]]] = None,
         _transport_factory: Optional[Callable[[], Transport]] = None,
         _policy: Optional[RetryPolicy] = None,
         _clock: Optional[Callable[[], float]] = None,
@@ -195,6 +204,8 @@ class Serla:
             in_app_include=in_app_include,
             in_app_exclude=in_app_exclude,
             project_root=project_root,
+            capture_llm_content=capture_llm_content,
+            before_send_llm=before_send_llm,
         )
         cfg = self._config
         if debug:
@@ -337,6 +348,83 @@ class Serla:
             return self._put(data)
         except Exception:
             _warn_exc("serla: track() failed unexpectedly; the event is dropped")
+            return False
+
+    def track_llm(
+        self,
+        model: str,
+        *,
+        provider: Optional[str] = None,
+        distinct_id: Optional[str] = None,
+        trace_id: Optional[str] = None,
+        parent_id: Optional[str] = None,
+        input: Any = None,
+        output: Any = None,
+        input_tokens: Optional[int] = None,
+        output_tokens: Optional[int] = None,
+        total_tokens: Optional[int] = None,
+        cost_usd: Optional[float] = None,
+        latency_ms: Optional[Union[float, timedelta]] = None,
+        status: str = "success",
+        error_message: Optional[str] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        timestamp: Timestamp = None,
+    ) -> bool:
+        """Queue one LLM generation for ``POST /api/v1/llm`` (Hobby plan and up). Never blocks, never raises.
+
+        The record is checked, copied and encoded now, and sent by the worker on its own ``llm`` lane (one
+        record per request). The rules (limits, coercions, the 256 KiB truncation) are in
+        :mod:`serla._llm` and the README's LLM section. A ``402`` from the server (a Free-plan project)
+        turns LLM reporting off with one WARNING; events go on.
+
+        Args:
+            model: The model's name (1-200 characters), e.g. ``"gpt-4o-mini"``; the server prices it.
+            provider: ``"openai"``, ``"anthropic"``, ...
+            distinct_id: The user; ``None`` uses the context's (:func:`serla.set_distinct_id`), else none.
+            trace_id: Groups the steps of one chain or agent run.
+            parent_id: A free-form reference to the parent step.
+            input: The prompt or messages (any JSON-like value). Left out when ``capture_llm_content``
+                is off.
+            output: The completion. Left out when ``capture_llm_content`` is off.
+            input_tokens: Prompt tokens, a non-negative int.
+            output_tokens: Completion tokens, a non-negative int.
+            total_tokens: ``None`` lets the server add the two.
+            cost_usd: ``None`` lets the server compute it from its price table (when both token counts
+                are given and it knows the model).
+            latency_ms: Milliseconds (a float is rounded; a ``timedelta`` works too).
+            status: ``"success"`` or ``"error"``.
+            error_message: What went wrong (an exception is written as ``"Type: message"``).
+            metadata: A dict of anything else.
+            timestamp: When the call started or ended; ``None`` means now.
+
+        Returns:
+            True if the record was queued; False if it was dropped (a wrong call, a hook that dropped it,
+            LLM reporting turned off by a 402, a full lane, a closed client).
+        """
+        try:
+            from serla._llm import track_llm
+
+            return track_llm(
+                self,
+                model,
+                provider=provider,
+                distinct_id=distinct_id,
+                trace_id=trace_id,
+                parent_id=parent_id,
+                input=input,
+                output=output,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                total_tokens=total_tokens,
+                cost_usd=cost_usd,
+                latency_ms=latency_ms,
+                status=status,
+                error_message=error_message,
+                metadata=metadata,
+                timestamp=timestamp,
+            )
+        except Exception:
+            _warn_exc("serla: track_llm() failed unexpectedly; the record is dropped")
             return False
 
     def _track_deferred(

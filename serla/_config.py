@@ -53,6 +53,8 @@ _FIELDS: Final = (
     "in_app_include",
     "in_app_exclude",
     "project_root",
+    "capture_llm_content",
+    "before_send_llm",
 )
 
 
@@ -93,6 +95,8 @@ class Config:
     in_app_include: tuple[str, ...]
     in_app_exclude: tuple[str, ...]
     project_root: Optional[str]
+    capture_llm_content: bool
+    before_send_llm: Optional[Callable[[dict[str, Any]], Any]]
 
     def __init__(
         self,
@@ -122,6 +126,8 @@ class Config:
         in_app_include: Sequence[str] = (),
         in_app_exclude: Sequence[str] = (),
         project_root: Optional[str] = None,
+        capture_llm_content: bool = True,
+        before_send_llm: Optional[Callable[[dict[str, Any]], Any]] = None,
     ) -> None:
         key = api_key
         if not isinstance(key, str) or not key.strip():
@@ -153,6 +159,8 @@ class Config:
             proxy = proxy.strip()
             if proxy:
                 parse_proxy(proxy)  # raises ValueError for a URL the transport can't use
+        if before_send_llm is not None and not callable(before_send_llm):
+            raise TypeError("Serla: before_send_llm must be a callable (record -> record or None), or None")
         init = object.__setattr__
         init(self, "api_key", api_key)
         init(self, "host", host)
@@ -193,6 +201,8 @@ class Config:
         init(self, "in_app_include", _check_modules("in_app_include", in_app_include))
         init(self, "in_app_exclude", _check_modules("in_app_exclude", in_app_exclude))
         init(self, "project_root", project_root or None)
+        init(self, "capture_llm_content", bool(capture_llm_content))
+        init(self, "before_send_llm", before_send_llm)
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _FIELDS)

@@ -701,6 +701,11 @@ class DevServer(SerlaServer):
         self.add_route("POST", CLEAR_API, self._guard(self._clear_api))
         self.flags.install_page(self._guard)
         self.errors = register_dev(self)  # issue 14: /api/v1/errors in SQLite, the /errors page
+        from serla.devtools.llm import LLM_API, LLM_PAGE, LlmEndpoint, SQLiteLlmStore
+
+        self.llm = LlmEndpoint(self, store=SQLiteLlmStore(store))  # LLM calls in the same file
+        self.add_route("GET", LLM_PAGE, self._guard(self.llm.page))
+        self.add_route("GET", LLM_API, self._guard(self.llm.api))
 
     @property
     def store(self) -> SQLiteStore:
@@ -855,6 +860,7 @@ class DevServer(SerlaServer):
         if CLEAR_HEADER.lower() not in request.headers:
             return _json_response(403, {"error": f"send the {CLEAR_HEADER} header to clear the database"})
         self.clear()
+        self.llm.clear()
         with self._dup_lock:
             self._duplicates = 0
         return _json_response(200, {"cleared": True})
@@ -1101,7 +1107,7 @@ article.rejected ul { margin: 0.3rem 0; padding-left: 1.2rem; }
 <body data-state="loading">
 <header>
 <h1>Serla dev server</h1>
-<a href="/errors">Errors</a>
+<a href="/errors">Errors</a> <a href="/llm">LLM calls</a>
 <span id="info">__INFO__</span>
 <a href="/flags">feature flags</a>
 <span id="status" class="muted">connecting...</span>

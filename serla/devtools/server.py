@@ -869,6 +869,9 @@ class SerlaServer:
         from serla.devtools.errors import register as register_errors  # issue 14: POST /api/v1/errors
 
         self.errors = register_errors(self)
+        from serla.devtools.llm import LlmEndpoint  # POST /api/v1/llm, as the real route
+
+        self.llm = LlmEndpoint(self)
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
