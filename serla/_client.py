@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from serla._encode import Timestamp
     from serla._errors import ErrorReporter, Report
+    from serla._flags import FlagClient
     from serla._retry import RetryPolicy
     from serla._stats import Stats
     from serla._transport import Transport
@@ -120,6 +121,11 @@ class Serla:
             merged in. Return the dict (changed or not) to send it, or ``None`` to drop it (counted in
             ``stats()["dropped"]["before_send"]``). If it raises, the exception is logged (rate-limited)
             and the event goes out unchanged. ``None`` (the default) costs nothing.
+        flags_timeout: The longest a feature flag call waits for the server on a cache miss, in seconds;
+            then it returns the caller's fallback (the answer still fills the cache). See ``docs/flags.md``.
+        flags_cache_size: How many ``(distinct_id, properties)`` flag answers are cached (an LRU).
+        send_flag_events: Track a ``$feature_flag_called`` event (``$feature_flag``,
+            ``$feature_flag_response``) the first time in a cache period a user gets a flag's value.
         release: The version of your application, sent with every error report (``None``: read
             ``SERLA_RELEASE``).
         environment: ``production``, ``staging``..., sent with every error report (``None``: read
@@ -167,6 +173,9 @@ class Serla:
         capture_trace_context: bool = True,
         disabled: Optional[bool] = None,
         before_send: Optional[Callable[[dict[str, Any]], Optional[dict[str, Any]]]] = None,
+        flags_timeout: float = 1.0,
+        flags_cache_size: int = 10_000,
+        send_flag_events: bool = False,
         release: Optional[str] = None,
         environment: Optional[str] = None,
         capture_exceptions: bool = False,
@@ -196,6 +205,9 @@ class Serla:
             capture_trace_context=capture_trace_context,
             disabled=env_disabled() if disabled is None else bool(disabled),
             proxy=proxy,
+            flags_timeout=flags_timeout,
+            flags_cache_size=flags_cache_size,
+            send_flag_events=send_flag_events,
             release=release if release is not None else env_text("SERLA_RELEASE"),
             environment=environment if environment is not None else env_text("SERLA_ENVIRONMENT"),
             capture_exceptions=capture_exceptions,
@@ -243,6 +255,7 @@ class Serla:
             policy=_policy,
         )
         self._put = self._worker.put
+        self._flags: FlagClient | None = None  # serla._flags.FlagClient, made by the first flag call
         self._atexit: Callable[[], None] | None = None
         if cfg.flush_on_exit and not cfg.disabled:
             # The hook holds the worker, not the client: a client that lived in a function and was
@@ -938,6 +951,8 @@ class Serla:
 
                 _exit.unregister(self._exit_token)
                 self._atexit = None
+            if self._flags is not None:
+                self._flags.close()
             if self._disabled:
                 return True
             return self._worker.close(timeout)
@@ -963,16 +978,108 @@ class Serla:
             ``before_send``),
             ``healthy`` (the last send succeeded), ``state`` (``up``, ``rate_limited``, ``paused``,
             ``down``), ``last_error``, ``lanes`` (the error and LLM lanes' counters) and ``errors`` (error
-            reports before their lane: ``captured``, ``rate_limited``, ``duplicate``...).
+            reports before their lane: ``captured``, ``rate_limited``, ``duplicate``...). After the first
+            feature flag call, ``flags`` too: requests, cache hits and misses, fallbacks by reason (see
+            ``docs/flags.md``).
         """
         out = self._worker.stats()
         if self._invalid:
             out["dropped"]["invalid_call"] = self._invalid
         if self._before_send_dropped:
             out["dropped"]["before_send"] = self._before_send_dropped
+        if self._flags is not None:
+            out["flags"] = self._flags.stats()
         # Error reports before the errors lane: captured, rate_limited, duplicate, dropped_by_hook...
         out["errors"] = self._errors.stats() if self._errors is not None else {}
         return out
+
+    # -- feature flags (serla._flags; docs/flags.md) -----------------------------------------------------
+
+    def get_feature_flag(
+        self,
+        key: str,
+        fallback: Any = False,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> Any:
+        """A feature flag's value for a user: ``True``, ``False`` or the variant key. Never raises.
+
+        Evaluated by the server (``GET /api/v1/flags``) and cached per ``(distinct_id, properties)`` for
+        the server's ``max-age`` (30 s). A cached answer returns in microseconds; a miss waits at most
+        ``flags_timeout``. Any failure (network, timeout, 401, 402, 429, 5xx) returns ``fallback``; the
+        reason is counted in ``stats()["flags"]["fallbacks"]``.
+
+        Args:
+            key: The flag's key.
+            fallback: Returned when the server's answer is unavailable or has no such flag.
+            distinct_id: The user; ``None`` takes the context's (:func:`serla.set_distinct_id`). With
+                none at all, the fallback and a warning (once).
+            properties: Values for the flags' ``property_equals`` conditions.
+
+        Returns:
+            The value, or ``fallback``.
+        """
+        return self._flag_client().get_flag(key, fallback, distinct_id, properties)
+
+    def is_feature_enabled(
+        self,
+        key: str,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> bool:
+        """Whether a flag is on for the user (``True`` or any variant but ``""``/``"off"``); else False.
+
+        Same caching and failure handling as :meth:`get_feature_flag` (the fallback is ``False``).
+        """
+        return self._flag_client().is_enabled(key, distinct_id, properties)
+
+    def get_all_feature_flags(
+        self, *, distinct_id: Optional[str] = None, properties: Optional[Mapping[str, Any]] = None
+    ) -> dict[str, Any]:
+        """Every flag of the project for the user (key -> ``True``/``False``/variant), or ``{}`` on failure.
+
+        Same caching and failure handling as :meth:`get_feature_flag`. Sends no exposure events.
+        """
+        return self._flag_client().get_all(distinct_id, properties)
+
+    async def aget_feature_flag(
+        self,
+        key: str,
+        fallback: Any = False,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> Any:
+        """:meth:`get_feature_flag` for asyncio: a miss is awaited without blocking the event loop."""
+        return await self._flag_client().aget_flag(key, fallback, distinct_id, properties)
+
+    async def ais_feature_enabled(
+        self,
+        key: str,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> bool:
+        """:meth:`is_feature_enabled` for asyncio."""
+        return await self._flag_client().ais_enabled(key, distinct_id, properties)
+
+    async def aget_all_feature_flags(
+        self, *, distinct_id: Optional[str] = None, properties: Optional[Mapping[str, Any]] = None
+    ) -> dict[str, Any]:
+        """:meth:`get_all_feature_flags` for asyncio."""
+        return await self._flag_client().aget_all(distinct_id, properties)
+
+    def _flag_client(self) -> FlagClient:
+        """The client's :class:`serla._flags.FlagClient`, made on first use (``serla._flags`` loads then)."""
+        flags = self._flags
+        if flags is None:
+            with self._worker._lock:
+                flags = self._flags
+                if flags is None:
+                    flags = self._flags = _make_flag_client(self)
+        return flags
 
     @property
     def host(self) -> str:
@@ -1055,6 +1162,39 @@ class Serla:
             result.error if result.status is None else f"HTTP {result.status} {result.body[:200]!r}",
         )
         return False
+
+
+def _make_flag_client(client: Serla) -> FlagClient:
+    """The client's flag cache. It holds the client weakly: its threads must not keep a client alive."""
+    import weakref
+
+    from serla._flags import FlagClient, getter_factory
+
+    cfg = client._config
+    ref = weakref.ref(client)
+
+    def transport() -> Transport:
+        owner = ref()
+        if owner is None:
+            raise RuntimeError("the client was garbage-collected")
+        return owner._transport_factory()  # read at each call: serla.testing swaps it
+
+    def track(event: str, distinct_id: str, properties: dict[str, Any]) -> bool:
+        owner = ref()
+        return owner.track(event, distinct_id, properties) if owner is not None else False
+
+    flags = FlagClient(
+        getter_factory(transport, cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle),
+        flags_timeout=cfg.flags_timeout,
+        cache_size=cfg.flags_cache_size,
+        track=track,
+        send_events=cfg.send_flag_events,
+    )
+    if cfg.disabled:
+        flags.set_local({})  # a disabled client sends nothing: every flag call returns its fallback
+    if client._shut:
+        flags.close()
+    return flags
 
 
 def _default_transport_factory(cfg: Config) -> Callable[[], Transport]:

@@ -43,6 +43,9 @@ _FIELDS: Final = (
     "capture_trace_context",
     "disabled",
     "proxy",
+    "flags_timeout",
+    "flags_cache_size",
+    "send_flag_events",
     "release",
     "environment",
     "capture_exceptions",
@@ -82,6 +85,9 @@ class Config:
     capture_trace_context: bool
     disabled: bool
     proxy: Optional[str]
+    flags_timeout: float
+    flags_cache_size: int
+    send_flag_events: bool
     release: Optional[str]
     environment: Optional[str]
     capture_exceptions: bool
@@ -110,6 +116,9 @@ class Config:
         capture_trace_context: bool = True,
         disabled: bool = False,
         proxy: Optional[str] = None,
+        flags_timeout: float = 1.0,
+        flags_cache_size: int = 10_000,
+        send_flag_events: bool = False,
         release: Optional[str] = None,
         environment: Optional[str] = None,
         capture_exceptions: bool = False,
@@ -132,6 +141,8 @@ class Config:
         _check_int("batch_size", batch_size)
         _check_int("max_queue_size", max_queue_size)
         _check_int("max_buffer_bytes", max_buffer_bytes)
+        _check_number("flags_timeout", flags_timeout, minimum=0.0, strict=True)
+        _check_int("flags_cache_size", flags_cache_size)
         if batch_size > MAX_BATCH_SIZE:
             log_warning(
                 "serla: batch_size=%d is above the server's limit of %d events per request; using %d",
@@ -166,6 +177,9 @@ class Config:
         init(self, "capture_trace_context", capture_trace_context)
         init(self, "disabled", disabled)
         init(self, "proxy", proxy)
+        init(self, "flags_timeout", flags_timeout)
+        init(self, "flags_cache_size", flags_cache_size)
+        init(self, "send_flag_events", bool(send_flag_events))
         # Error tracking (issue 14): checked here so a wrong option raises at construction.
         for name, text in (
             ("release", release),

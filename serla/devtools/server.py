@@ -38,6 +38,7 @@ from typing import Any, Final, Protocol, Union, cast
 from urllib.parse import parse_qs, urlsplit
 
 from serla._version import __version__
+from serla.devtools.flags import FlagRoute
 
 __all__ = [
     "BATCH_PATH",
@@ -854,6 +855,7 @@ class SerlaServer:
         self._default_fault: Fault | None = None
         self._windows: dict[str, list[float]] = {}  # bucket -> [window start, count]
         self._routes: dict[tuple[str, str], RouteHandler] = {}
+        self.flags = FlagRoute(self)  # GET /api/v1/flags, with the real evaluation (serla.devtools.flags)
 
         self._lifecycle = threading.Lock()
         self._stopping = threading.Event()
