@@ -41,7 +41,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import http.client
     import ssl
-    import threading
     from collections.abc import Iterator, Mapping
     from typing import Any, Final, Protocol
 
@@ -177,35 +176,34 @@ class TlsContext:
     """One ``ssl.SSLContext`` for a client, made on first use and shared by all of its transports.
 
     Making a context loads the CA store (the system's, or ``ca_bundle``): milliseconds of CPU that a
-    client pays once, not per connection nor per ``identify()``. Thread-safe; reusable in a forked child.
+    client pays once, not per connection nor per ``identify()``. Thread-safe without a lock (a fork can't
+    inherit one held): should two threads make the first context at once, both use the first published.
 
     Args:
         ca_bundle: Path to a PEM bundle of CA certificates to trust instead of the system's.
     """
 
-    __slots__ = ("_ca_bundle", "_context", "_lock")
+    __slots__ = ("_ca_bundle", "_made")
 
     def __init__(self, ca_bundle: str | None = None) -> None:
-        import threading
-
         self._ca_bundle = ca_bundle
-        self._context: ssl.SSLContext | None = None
-        self._lock: threading.Lock = threading.Lock()
+        self._made: list[ssl.SSLContext] = []
 
     def get(self) -> ssl.SSLContext:
-        """The context: certificates and host names verified, ALPN ``http/1.1``. Raises if the CA bundle
-        can't be read (the send that needed it then fails with that error)."""
-        context = self._context
-        if context is None:
-            with self._lock:
-                context = self._context
-                if context is None:
-                    import ssl
+        """The context: certificates and host names verified, ALPN ``http/1.1``.
 
-                    context = ssl.create_default_context(cafile=self._ca_bundle)
-                    context.set_alpn_protocols(["http/1.1"])
-                    self._context = context
-        return context
+        Raises:
+            OSError: The CA bundle can't be read (the send that needed it fails with this error).
+            ssl.SSLError: The CA bundle holds no usable certificate.
+        """
+        made = self._made
+        if not made:
+            import ssl
+
+            context = ssl.create_default_context(cafile=self._ca_bundle)
+            context.set_alpn_protocols(["http/1.1"])
+            made.append(context)  # atomic; made[0] is the first one published
+        return made[0]
 
 
 class ProxyError(Exception):
@@ -360,6 +358,8 @@ class HttpTransport:
 
         self.close()
         proxy = self._proxy
+        if proxy is not None and proxy.error is not None:
+            raise ProxyError(proxy.error)
         https = self._scheme == "https"
         host, port = (self._hostname, self._port) if proxy is None else (proxy.host, proxy.port)
         conn: http.client.HTTPConnection
@@ -370,11 +370,13 @@ class HttpTransport:
             conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
         conn.auto_open = 0  # never reconnect behind the transport's back: connecting is done only here
         if proxy is None:
-            conn.connect()  # TCP, and the TLS handshake for https (verified against the host name)
+            try:
+                conn.connect()  # TCP, and the TLS handshake for https (verified against the host name)
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
             return conn
-        if proxy.error is not None:
-            raise ProxyError(proxy.error)
         if https:
             # The CONNECT request carries the proxy's credentials, never the API key (that travels inside
             # the TLS session that follows, which the proxy cannot read).
