@@ -56,30 +56,33 @@ class RawServer:
 
     def _handle(self, conn: socket.socket) -> None:
         conn.settimeout(5)
+        with conn, contextlib.suppress(OSError):  # a client that hangs up (or resets) ends the connection
+            self._serve_connection(conn)
+
+    def _serve_connection(self, conn: socket.socket) -> None:
         data = b""
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, _, data = data.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                while len(data) < length:
-                    data += conn.recv(65536)
-                body, data = data[:length], data[length:]
-                with self.lock:
-                    self.requests.append(head + b"\r\n\r\n" + body)
-                    parts, close = self.replies.pop(0) if self.replies else ([OK], False)
-                for part in parts:
-                    conn.sendall(part)
-                if close:
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
                     return
+                data += chunk
+            head, _, data = data.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(data) < length:
+                data += conn.recv(65536)
+            body, data = data[:length], data[length:]
+            with self.lock:
+                self.requests.append(head + b"\r\n\r\n" + body)
+                parts, close = self.replies.pop(0) if self.replies else ([OK], False)
+            for part in parts:
+                conn.sendall(part)
+            if close:
+                return
 
     def close(self) -> None:
         self.stop.set()
