@@ -500,13 +500,14 @@ class Serla:
 
 
 def _default_transport_factory(cfg: Config) -> Callable[[], Transport]:
-    """The production transport factory; ``serla._transport`` (and ``socket``) load on its first call.
+    """The production transport factory; ``serla._transport`` (and ``http.client``) load on its first call.
 
     Everything a connection needs is set up once per client and shared by every transport the factory
     makes (the flusher's, each ``identify()``'s, a forked child's): the proxy, resolved here (the option,
     else the environment), and the TLS context (``ssl.SSLContext``, with the CA store or ``ca_bundle``
     loaded), made by the first https connection of any of them.
     """
+    from serla._lazy import IMPORT_LOCK
     from serla._proxy import resolve_proxy
 
     proxy = None if cfg.disabled else resolve_proxy(cfg.proxy, cfg.host)
@@ -518,8 +519,10 @@ def _default_transport_factory(cfg: Config) -> Callable[[], Transport]:
     shared: dict[str, Any] = {}  # the client's one TlsContext (``dict.setdefault`` is atomic)
 
     def factory() -> Transport:
-        from serla._transport import HttpTransport, TlsContext
+        with IMPORT_LOCK:  # the network stack loads whole before any fork (see serla._lazy)
+            from serla._transport import HttpTransport, TlsContext, import_network_stack
 
+            import_network_stack()
         tls = shared.get("tls") or shared.setdefault("tls", TlsContext(cfg.ca_bundle))
         return HttpTransport(cfg.host, cfg.api_key, cfg.timeout, proxy=proxy, tls=tls)
 

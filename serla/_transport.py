@@ -183,6 +183,17 @@ def suppress_instrumentation() -> Iterator[None]:
         context.detach(token)
 
 
+def import_network_stack() -> None:
+    """Import what sending needs: ``http.client`` (with ``ssl`` and ``email.parser`` behind it) and the
+    ``idna`` codec (``socket.getaddrinfo`` and ``ssl`` encode host names with it, importing it on first use).
+
+    The client's transport factory calls it once per transport, holding ``serla._lazy.IMPORT_LOCK`` so
+    that a fork can't leave a child with a half-imported module.
+    """
+    import encodings.idna  # noqa: F401
+    import http.client  # noqa: F401
+
+
 class TlsContext:
     """One ``ssl.SSLContext`` for a client, made on first use and shared by all of its transports.
 

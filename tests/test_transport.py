@@ -11,14 +11,19 @@ socket and a thread); nothing is mocked.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Optional
 
 import pytest
 
 from serla._transport import MAX_RESPONSE_BYTES, USER_AGENT, HttpTransport, SendResult
+from serla.devtools.server import SerlaServer
 
 KEY = "sk_live_transport_test"
 
@@ -300,3 +305,42 @@ def test_a_forked_childs_forget_drops_the_connection_without_closing_it(serve: l
     assert server.connections == 2
     conn.close()
     t.close()
+
+
+FORK_SCRIPT = """
+import os, sys, time
+from serla import Serla
+
+client = Serla("sk_live_x", host=sys.argv[1], flush_interval_seconds=0.0001, flush_on_exit=False)
+client.track("parent", "u")  # the flusher starts its first send: it imports the network stack now
+time.sleep(float(sys.argv[2]))
+pid = os.fork()
+if pid == 0:
+    client.track("child", "u")
+    ok = client.flush(5)
+    os.write(1, b"child delivered" if ok else f"child failed: {client.stats()['last_error']}".encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_during_the_first_send_leaves_the_child_a_working_transport(tmp_path: Path) -> None:
+    # gunicorn --preload forks right after the app module created a client and tracked: the fork lands
+    # while the parent's flusher imports http.client. Without serla._lazy.IMPORT_LOCK most of these
+    # children inherited a half-imported module and never delivered anything.
+    script = tmp_path / "fork_first_send.py"
+    script.write_text(FORK_SCRIPT, encoding="utf-8")
+    with SerlaServer(api_keys={"sk_live_x"}) as server:
+        outcomes = [
+            subprocess.run(
+                [sys.executable, str(script), server.url, str(delay / 1000)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout
+            for delay in range(0, 20, 2)
+        ]
+        assert outcomes == ["child delivered"] * len(outcomes)
+        assert sorted(e["name"] for e in server.events).count("child") == len(outcomes)
