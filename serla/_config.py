@@ -15,7 +15,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping, Sequence
     from types import ModuleType
     from typing import Any, Final, Optional
 
@@ -43,6 +43,18 @@ _FIELDS: Final = (
     "capture_trace_context",
     "disabled",
     "proxy",
+    "flags_timeout",
+    "flags_cache_size",
+    "send_flag_events",
+    "release",
+    "environment",
+    "capture_exceptions",
+    "before_send_error",
+    "in_app_include",
+    "in_app_exclude",
+    "project_root",
+    "capture_llm_content",
+    "before_send_llm",
 )
 
 
@@ -73,6 +85,18 @@ class Config:
     capture_trace_context: bool
     disabled: bool
     proxy: Optional[str]
+    flags_timeout: float
+    flags_cache_size: int
+    send_flag_events: bool
+    release: Optional[str]
+    environment: Optional[str]
+    capture_exceptions: bool
+    before_send_error: Optional[Callable[..., Any]]
+    in_app_include: tuple[str, ...]
+    in_app_exclude: tuple[str, ...]
+    project_root: Optional[str]
+    capture_llm_content: bool
+    before_send_llm: Optional[Callable[[dict[str, Any]], Any]]
 
     def __init__(
         self,
@@ -92,6 +116,18 @@ class Config:
         capture_trace_context: bool = True,
         disabled: bool = False,
         proxy: Optional[str] = None,
+        flags_timeout: float = 1.0,
+        flags_cache_size: int = 10_000,
+        send_flag_events: bool = False,
+        release: Optional[str] = None,
+        environment: Optional[str] = None,
+        capture_exceptions: bool = False,
+        before_send_error: Optional[Callable[..., Any]] = None,
+        in_app_include: Sequence[str] = (),
+        in_app_exclude: Sequence[str] = (),
+        project_root: Optional[str] = None,
+        capture_llm_content: bool = True,
+        before_send_llm: Optional[Callable[[dict[str, Any]], Any]] = None,
     ) -> None:
         key = api_key
         if not isinstance(key, str) or not key.strip():
@@ -105,6 +141,8 @@ class Config:
         _check_int("batch_size", batch_size)
         _check_int("max_queue_size", max_queue_size)
         _check_int("max_buffer_bytes", max_buffer_bytes)
+        _check_number("flags_timeout", flags_timeout, minimum=0.0, strict=True)
+        _check_int("flags_cache_size", flags_cache_size)
         if batch_size > MAX_BATCH_SIZE:
             log_warning(
                 "serla: batch_size=%d is above the server's limit of %d events per request; using %d",
@@ -123,6 +161,8 @@ class Config:
                 from serla._proxy import parse_proxy  # only with the option: ``import serla`` skips it
 
                 parse_proxy(proxy)  # raises ValueError for a URL the transport can't use
+        if before_send_llm is not None and not callable(before_send_llm):
+            raise TypeError("Serla: before_send_llm must be a callable (record -> record or None), or None")
         init = object.__setattr__
         init(self, "api_key", api_key)
         init(self, "host", host)
@@ -139,6 +179,32 @@ class Config:
         init(self, "capture_trace_context", capture_trace_context)
         init(self, "disabled", disabled)
         init(self, "proxy", proxy)
+        init(self, "flags_timeout", flags_timeout)
+        init(self, "flags_cache_size", flags_cache_size)
+        init(self, "send_flag_events", bool(send_flag_events))
+        # Error tracking (issue 14): checked here so a wrong option raises at construction.
+        for name, text in (
+            ("release", release),
+            ("environment", environment),
+            ("project_root", project_root),
+        ):
+            if text is not None and not isinstance(text, str):
+                raise TypeError(f"Serla: {name} must be a str or None, not {type(text).__name__}")
+        if not isinstance(capture_exceptions, bool):
+            raise TypeError("Serla: capture_exceptions must be a bool")
+        if before_send_error is not None and not callable(before_send_error):
+            raise TypeError(
+                "Serla: before_send_error must be a callable (report, exception) -> report | None"
+            )
+        init(self, "release", release or None)
+        init(self, "environment", environment or None)
+        init(self, "capture_exceptions", capture_exceptions)
+        init(self, "before_send_error", before_send_error)
+        init(self, "in_app_include", _check_modules("in_app_include", in_app_include))
+        init(self, "in_app_exclude", _check_modules("in_app_exclude", in_app_exclude))
+        init(self, "project_root", project_root or None)
+        init(self, "capture_llm_content", bool(capture_llm_content))
+        init(self, "before_send_llm", before_send_llm)
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _FIELDS)
@@ -174,7 +240,9 @@ class Config:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Config:
-        """Build a config from ``SERLA_API_KEY``, ``SERLA_HOST`` and ``SERLA_DISABLED``.
+        """Build a config from ``SERLA_API_KEY``, ``SERLA_HOST``, ``SERLA_DISABLED`` (and the rest below).
+
+        ``SERLA_RELEASE`` and ``SERLA_ENVIRONMENT`` set ``release`` and ``environment``.
 
         Args:
             environ: The environment to read (default ``os.environ``).
@@ -192,10 +260,29 @@ class Config:
         if env_disabled(env):
             values["disabled"] = True
             values.setdefault("api_key", "disabled")
+        for name, option in (("SERLA_RELEASE", "release"), ("SERLA_ENVIRONMENT", "environment")):
+            if env_text(name, env) is not None:
+                values[option] = env_text(name, env)
         values.update(overrides)
         if "api_key" not in values:
             raise ValueError("Serla: set SERLA_API_KEY (and SERLA_HOST for a self-hosted or local server)")
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _check_modules(name: str, value: object) -> tuple[str, ...]:
+    """A tuple of dotted module prefixes (``in_app_include`` / ``in_app_exclude``)."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise TypeError(f"Serla: {name} must be a list of module names such as ['myapp'], not {value!r}")
+    if not all(isinstance(m, str) and m.strip(".") for m in value):
+        raise ValueError(f"Serla: {name} must hold non-empty module names, not {value!r}")
+    return tuple(m.strip(".") for m in value)
+
+
+def env_text(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The stripped value of an environment variable, or None when unset or blank."""
+    env = os.environ if environ is None else environ
+    value = env.get(name, "").strip()
+    return value or None
 
 
 def env_disabled(environ: Mapping[str, str] | None = None) -> bool:
