@@ -14,7 +14,6 @@ from serla._config import (
     env_text,
     log_debug,
     log_warning,
-    resolve_proxy,
     serla_log,
     warn_limited,
 )
@@ -1198,22 +1197,31 @@ def _make_flag_client(client: Serla) -> FlagClient:
 
 
 def _default_transport_factory(cfg: Config) -> Callable[[], Transport]:
-    """The production transport factory; ``serla._transport`` (and ``socket``) load on its first call.
+    """The production transport factory; ``serla._transport`` (and ``http.client``) load on its first call.
 
-    The proxy is resolved here, once per client (the option, else the environment), so every transport
-    it makes (the flusher's, each ``identify()``'s, a forked child's) uses the same one.
+    Everything a connection needs is set up once per client and shared by every transport the factory
+    makes (the flusher's, each ``identify()``'s, a forked child's): the proxy, resolved here (the option,
+    else the environment), and the TLS context (``ssl.SSLContext``, with the CA store or ``ca_bundle``
+    loaded), made by the first https connection of any of them.
     """
+    from serla._lazy import IMPORT_LOCK
+    from serla._proxy import resolve_proxy
+
     proxy = None if cfg.disabled else resolve_proxy(cfg.proxy, cfg.host)
     if proxy is not None:
         if proxy.error is not None:
             log_warning("serla: %s. Until then every send fails and events wait in the queue", proxy.error)
         else:
             log_debug("serla: sending through the proxy %s (from %s)", proxy.url, proxy.source)
+    shared: dict[str, Any] = {}  # the client's one TlsContext (``dict.setdefault`` is atomic)
 
     def factory() -> Transport:
-        from serla._transport import HttpTransport
+        with IMPORT_LOCK:  # the network stack loads whole before any fork (see serla._lazy)
+            from serla._transport import HttpTransport, TlsContext, import_network_stack
 
-        return HttpTransport(cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle, proxy)
+            import_network_stack()
+        tls = shared.get("tls") or shared.setdefault("tls", TlsContext(cfg.ca_bundle))
+        return HttpTransport(cfg.host, cfg.api_key, cfg.timeout, proxy=proxy, tls=tls)
 
     return factory
 
