@@ -27,6 +27,7 @@ import pytest
 
 from serla import Serla
 
+from ._access import answers as client_answers
 from .conftest import PROJECTS, RealServer
 
 BATCH_PATH = "/api/v1/events/batch"
@@ -35,17 +36,6 @@ BATCH_PATH = "/api/v1/events/batch"
 def dropped(stats: dict[str, Any]) -> dict[str, int]:
     """``stats()["dropped"]`` without reasons that counted nothing."""
     return {reason: n for reason, n in stats["dropped"].items() if n}
-
-
-def batch_answers(lines: list[str]) -> list[str]:
-    """The statuses of ``POST /api/v1/events/batch`` in access-log lines, in order."""
-    out = []
-    for line in lines:
-        parts = line.split()
-        # [access] <time> <method> <path> <status> <ms>ms <bytes>B <x-idempotency-key>
-        if len(parts) >= 5 and parts[2] == "POST" and parts[3].split("?")[0] == BATCH_PATH:
-            out.append(parts[4])
-    return out
 
 
 @pytest.mark.timeout(360)
@@ -68,7 +58,7 @@ def test_20000_event_tight_loop_at_defaults_is_stored_exactly_once(
     )
     assert row == {"events": n, "seqs": n, "lo": 0, "hi": n - 1}  # every event, none twice
 
-    answers = batch_answers(realserver.access_log()[log_start:])
+    answers = client_answers(realserver.access_log()[log_start:], BATCH_PATH, client)
     # 20,000 events take at least 200 requests: past the project's 100 a minute, so the server said
     # 429 (with Retry-After) at least once; each was waited out, not retried in a loop.
     assert answers.count("429") >= 1, answers

@@ -23,27 +23,18 @@ import pytest
 
 from serla import Serla
 
+from ._access import answers
 from .conftest import PROJECTS, RealServer
 
 FREE = PROJECTS["free"]
 QUOTA = PROJECTS["quota"]
 QUOTA_LIMIT = 25_000
+BATCH_PATH = "/api/v1/events/batch"
 
 
 def dropped(stats: dict[str, Any]) -> dict[str, int]:
     """``stats()["dropped"]`` without reasons that counted nothing."""
     return {reason: n for reason, n in stats["dropped"].items() if n}
-
-
-def answers(lines: list[str], path: str) -> list[str]:
-    """The statuses of ``POST <path>`` among access-log lines, in order."""
-    out = []
-    for line in lines:
-        parts = line.split()
-        # [access] <time> <method> <path> <status> <ms>ms <bytes>B <x-idempotency-key>
-        if len(parts) >= 5 and parts[2] == "POST" and parts[3].split("?")[0] == path:
-            out.append(parts[4])
-    return out
 
 
 def test_free_plan_delivers_events_and_turns_off_the_paid_lanes(
@@ -74,8 +65,8 @@ def test_free_plan_delivers_events_and_turns_off_the_paid_lanes(
             assert stats["lanes"][lane]["sent"] == 0
             assert stats["lanes"][lane]["dropped"] == {"plan": 2}, stats["lanes"]
         log = realserver.access_log()[log_start:]
-        assert answers(log, "/api/v1/errors") == ["402"]
-        assert answers(log, "/api/v1/llm") == ["402"]
+        assert answers(log, "/api/v1/errors", client) == ["402"]
+        assert answers(log, "/api/v1/llm", client) == ["402"]
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert sum("errors reporting is off" in m for m in warnings) == 1, warnings
         assert sum("llm reporting is off" in m for m in warnings) == 1, warnings
@@ -93,14 +84,14 @@ def _month_count(realserver: RealServer) -> int:
     return int(row["n"])
 
 
-def _no_new_request(realserver: RealServer, log_start: int, path: str, seconds: float) -> list[str]:
-    """Poll the access log for ``seconds`` (a bounded wait for a request that must not come)."""
+def _no_new_request(realserver: RealServer, log_start: int, client: Serla, seconds: float) -> list[str]:
+    """Poll the access log for ``seconds`` (a bounded wait for a second request that must not come)."""
     deadline = time.monotonic() + seconds
     pause = threading.Event()
-    seen = answers(realserver.access_log()[log_start:], path)
+    seen = answers(realserver.access_log()[log_start:], BATCH_PATH, client)
     while time.monotonic() < deadline and len(seen) <= 1:
         pause.wait(0.2)
-        seen = answers(realserver.access_log()[log_start:], path)
+        seen = answers(realserver.access_log()[log_start:], BATCH_PATH, client)
     return seen
 
 
@@ -125,7 +116,7 @@ def test_exhausted_monthly_quota_holds_events_without_a_retry_loop(
             assert client.flush(timeout=30) is False
             assert client.track("quota_held", unique, {"seq": 5})
             assert client.flush(timeout=5) is False
-            seen = _no_new_request(realserver, log_start, "/api/v1/events/batch", 3.0)
+            seen = _no_new_request(realserver, log_start, client, 3.0)
         assert seen == ["429"], seen  # one request, then the hold: no tight retry loop
 
         stats = client.stats()

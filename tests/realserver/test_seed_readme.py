@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -99,9 +100,85 @@ atexit.register(serla.shutdown)
 """
 
 
+DJANGO_FILES = {
+    "settings.py": """\
+# settings.py
+import os
+SERLA_API_KEY = os.environ["SERLA_API_KEY"]
+""",
+    "analytics.py": """\
+# analytics.py - one shared client for the whole process
+from django.conf import settings
+from serla import Serla
+
+serla = Serla(api_key=settings.SERLA_API_KEY)
+""",
+    "views.py": """\
+# views.py
+from django.http import JsonResponse
+from .analytics import serla
+
+def signup(request):
+    user = create_user(request.POST)
+    serla.track(
+        event="signup_completed",
+        distinct_id=str(user.id),
+        properties={"plan": user.plan},
+    )
+    return JsonResponse({"ok": True})
+""",
+    "middleware.py": """\
+# middleware.py
+from .analytics import serla
+
+class AnalyticsMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if request.user.is_authenticated:
+            serla.track(
+                event="request_handled",
+                distinct_id=str(request.user.id),
+                properties={"path": request.path, "status": response.status_code},
+            )
+        return response
+""",
+}
+
+# Runs the Django samples as a package ``seedsite`` in a subprocess. ``create_user`` is the app's own
+# function (the sample leaves it to the reader); ``request.user`` is what Django's auth middleware sets.
+DJANGO_DRIVER = """\
+import os, sys, types
+os.environ["DJANGO_SETTINGS_MODULE"] = "seedsite.settings"
+import django
+django.setup()
+from django.http import HttpResponse
+from django.test import RequestFactory
+import seedsite.views, seedsite.middleware
+
+token = sys.argv[1]
+seedsite.views.create_user = lambda data: types.SimpleNamespace(id=token + "_new", plan=data["plan"])
+factory = RequestFactory()
+assert seedsite.views.signup(factory.post("/signup", {"plan": "pro"})).status_code == 200
+middleware = seedsite.middleware.AnalyticsMiddleware(lambda request: HttpResponse(status=204))
+request = factory.get("/dashboard")
+request.user = types.SimpleNamespace(is_authenticated=True, id=token + "_known")
+assert middleware(request).status_code == 204
+anonymous = factory.get("/")
+anonymous.user = types.SimpleNamespace(is_authenticated=False, id=None)
+middleware(anonymous)
+# exit: the client's atexit hook (flush_on_exit=True, the default) delivers both events
+"""
+
+
 def point_at(source: str, host: str, key: str) -> str:
     """The sample with its client pointed at the real server: ``host`` and ``api_key``, nothing else."""
     source = source.replace('host="https://serla.dev"', f"host={host!r}")
+    source = source.replace(
+        "Serla(api_key=settings.SERLA_API_KEY)", f"Serla(api_key=settings.SERLA_API_KEY, host={host!r})"
+    )
     source = re.sub(r'Serla\(api_key="[^"]*"\)', lambda _: f"Serla(api_key={key!r}, host={host!r})", source)
     return re.sub(r'api_key="[^"]*"', lambda _: f"api_key={key!r}", source)
 
@@ -125,7 +202,10 @@ def stored_since(realserver: RealServer, since: str, where: str) -> list[dict[st
     )
 
 
-@pytest.mark.parametrize("name,sample", [("fastapi", FASTAPI), ("flask", FLASK)])
+@pytest.mark.parametrize(
+    "name,sample",
+    [("fastapi", FASTAPI), ("flask", FLASK), *(("django_" + f, src) for f, src in DJANGO_FILES.items())],
+)
 def test_web_samples_are_verbatim_from_the_seed_readme(name: str, sample: str) -> None:
     seed_lines = SEED.read_text(encoding="utf-8").splitlines()
     lines = sample.splitlines()
@@ -275,4 +355,34 @@ def test_flask_sample(realserver: RealServer, unique: str) -> None:
     assert rows == [
         {"distinct_id": f"{unique}_0", "properties": {"plan": "pro"}},
         {"distinct_id": f"{unique}_1", "properties": {"plan": None}},
+    ]
+
+
+def test_django_samples(realserver: RealServer, unique: str, tmp_path: Path) -> None:
+    package = tmp_path / "seedsite"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name, source in DJANGO_FILES.items():
+        (package / name).write_text(point_at(source, realserver.host, realserver.keys["max"]))
+    (tmp_path / "driver.py").write_text(DJANGO_DRIVER)
+    env = dict(os.environ, SERLA_API_KEY=realserver.keys["max"], PYTHONPATH=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "driver.py"), unique],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = realserver.sql(
+        f"select name, distinct_id, properties from events where distinct_id like '{unique}\\_%' order by name"
+    )
+    assert rows == [
+        {
+            "name": "request_handled",
+            "distinct_id": f"{unique}_known",
+            "properties": {"path": "/dashboard", "status": 204},
+        },
+        {"name": "signup_completed", "distinct_id": f"{unique}_new", "properties": {"plan": "pro"}},
     ]
