@@ -195,6 +195,11 @@ def db_now(realserver: RealServer) -> str:
     return str(realserver.sql("select clock_timestamp()::timestamp::text as now")[0]["now"])
 
 
+def ms(since: str) -> str:
+    """``since`` cut to milliseconds, as SQL: the SDK's and node's clocks have millisecond resolution."""
+    return f"date_trunc('milliseconds', '{since}'::timestamp)"
+
+
 def stored_since(realserver: RealServer, since: str, where: str) -> list[dict[str, Any]]:
     return realserver.sql(
         "select name, distinct_id, properties from events"
@@ -237,7 +242,7 @@ def test_quick_start(realserver: RealServer) -> None:
     ]
     (identity,) = realserver.sql(
         "select properties from identities"
-        f" where project_id = '{MAX}' and distinct_id = 'user_123' and last_seen_at > '{since}'"
+        f" where project_id = '{MAX}' and distinct_id = 'user_123' and last_seen_at >= {ms(since)}"
     )
     assert identity["properties"]["email"] == "a@example.com"
     assert identity["properties"]["plan"] == "pro"
@@ -252,17 +257,18 @@ def test_api_reference_samples_on_one_client(realserver: RealServer) -> None:
     assert serla.flush(60.0) is True
     serla.shutdown()
     rows = realserver.sql(
-        "select properties, to_char(timestamp, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS') as ts,"
-        " (timestamp <= created_at) as not_in_future from events"
+        "select properties, to_char(timestamp, 'YYYY-MM-DD\"T\"HH24:MI:SS.US') as ts,"
+        f" timestamp >= {ms(since)} and timestamp <= created_at as sent_now from events"
         f" where project_id = '{MAX}' and created_at > '{since}' and name = 'order_placed'"
         " and distinct_id = 'user_123'"
     )
     assert len(rows) == 1
     assert rows[0]["properties"] == {"total_cents": 4900, "currency": "USD"}
-    assert rows[0]["ts"] >= since[:10]  # the sample's "now", in UTC
+    assert rows[0]["sent_now"] is True, (since, rows)  # the sample's now(timezone.utc), kept as UTC
+    assert rows[0]["ts"].endswith("000"), rows  # milliseconds, as the SDK sends them
     (identity,) = realserver.sql(
         "select properties from identities"
-        f" where project_id = '{MAX}' and distinct_id = 'user_123' and last_seen_at > '{since}'"
+        f" where project_id = '{MAX}' and distinct_id = 'user_123' and last_seen_at >= {ms(since)}"
     )
     assert identity["properties"]["signed_up_at"] == "2025-01-01T00:00:00Z"
 
