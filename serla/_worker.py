@@ -621,12 +621,12 @@ class BatchWorker:
     def stats(self) -> Stats:
         """A snapshot of the counters (see ``Serla.stats``)."""
         with self._lock:
-            if not self._healthy and not self._up:
-                state = "down"
-            elif self._pace or (self._hold_kind == "hold" and self._up):
+            if self._pace or (self._hold_kind == "hold" and self._up):
                 state = "rate_limited"
             elif self._hold_kind == "hold":
-                state = "paused"
+                state = "paused"  # the monthly quota, a refused key, a wrong host: a long server-imposed hold
+            elif not self._healthy:
+                state = "down"
             else:
                 state = "up"
             return {

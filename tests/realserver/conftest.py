@@ -46,6 +46,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.realserver)
 
 
+_START_RESULT: list[str] = []  # the reason start-up failed ("" when it worked), once tried
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Set up and start the server before the first test, outside any test's timeout.
+
+    A first ``setup.sh`` takes 1-4 minutes (npm install, next build): longer than a test may take. Only
+    when a test of this tier was selected and the server is not up already.
+    """
+    here = Path(__file__).parent
+    if not any(here in Path(str(item.fspath)).parents for item in session.items):
+        return
+    env_file = ROOT / "env.sh"
+    if env_file.exists() and _up(_read_env(env_file)):
+        return
+    _START_RESULT.append(_start())
+
+
 @dataclass
 class RealServer:
     """A running real Serla server: its base URL, its keys, and SQL on its database."""
@@ -140,7 +158,7 @@ def realserver() -> Iterator[RealServer]:
     env_file = ROOT / "env.sh"
     env = _read_env(env_file) if env_file.exists() else {}
     if not env or not _up(env):
-        reason = _start()
+        reason = _START_RESULT[0] if _START_RESULT else _start()
         env = _read_env(env_file) if env_file.exists() else {}
         if not reason and not _up(env):
             reason = "the real server does not answer after start.sh"
