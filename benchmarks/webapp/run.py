@@ -19,6 +19,10 @@ read the CPU time again: CPU µs per request is the difference over the requests
 between (its own counter). Then the fixed-rate run (``--rate`` requests/s for ``--fixed-seconds``), a final
 flush, the sink's count of distinct items against what the app should have sent, and SIGTERM.
 
+With ``--serla-alt GIT_REF`` a configuration ``serla_alt`` runs the same work as ``serla`` with this SDK at
+another revision (a branch or commit of this repository, in ``benchmarks/.venvs/web_serla_alt``), for
+example to see what a transport change costs a request.
+
 Writes ``results/latest.{md,json}`` next to this file, prints the table, and (a full run only) replaces the
 block between ``<!-- webapp-results:start -->`` and ``<!-- webapp-results:end -->`` in
 ``docs/benchmarks.md``. Progress goes to stderr. Methodology: ``benchmarks/README.md``.
@@ -66,6 +70,7 @@ VENV_OF = {
     "serla_spans": "web_serla",
     "posthog": "web_posthog",
     "sentry": "web_sentry",
+    "serla_alt": "web_serla_alt",
 }
 LABEL = {
     "none_a": "no SDK (A)",
@@ -75,8 +80,18 @@ LABEL = {
     "serla_spans": "serla: OTel span + event via SerlaSpanProcessor",
     "posthog": "posthog: capture()",
     "sentry": "sentry-sdk: capture_message() + log line (enable_logs)",
+    "serla_alt": "serla at --serla-alt: track() + log line via SerlaHandler",
 }
-ITEMS = {"none_a": 0, "none_b": 0, "serla": 2, "otel_spans": 0, "serla_spans": 1, "posthog": 1, "sentry": 2}
+ITEMS = {
+    "none_a": 0,
+    "none_b": 0,
+    "serla": 2,
+    "otel_spans": 0,
+    "serla_spans": 1,
+    "posthog": 1,
+    "sentry": 2,
+    "serla_alt": 2,
+}
 SERVERS = ("uvicorn", "gunicorn")
 SERVER_LABEL = {"uvicorn": "FastAPI on uvicorn (ASGI)", "gunicorn": "Flask on gunicorn (WSGI, sync worker)"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -323,6 +338,14 @@ def summarize(runs: list[dict[str, Any]], servers: list[str], configs: list[str]
                     base = [x for x in (a, b) if x is not None]
                     if base:
                         added.append(me - sum(base) / len(base))
+            # serla_spans over the span alone (otel_spans), paired per round.
+            over_span = [
+                rr[config]["cpu_us_per_request"] - rr["otel_spans"]["cpu_us_per_request"]
+                for rr in by_round.values()
+                if config == "serla_spans"
+                and rr.get(config, {}).get("cpu_us_per_request") is not None
+                and rr.get("otel_spans", {}).get("cpu_us_per_request") is not None
+            ]
             p99 = [r["fixed"]["p99"] for r in mine if r.get("fixed", {}).get("p99") is not None]
             p50 = [r["fixed"]["p50"] for r in mine if r.get("fixed", {}).get("p50") is not None]
             pooled = sorted(x for r in mine for x in r.get("latencies_us", []))
@@ -339,6 +362,7 @@ def summarize(runs: list[dict[str, Any]], servers: list[str], configs: list[str]
                 "cpu_us_max": max(cpu) if cpu else None,
                 "added_us": _median(added),
                 "added_us_all": [round(x, 1) for x in added],
+                "over_span_us": _median(over_span),
                 "rps": _median(rps),
                 "p50_us": _median(p50),
                 "p99_us": _median(p99),
@@ -378,7 +402,6 @@ def render(doc: dict[str, Any]) -> str:
     ]
     for server in plan["servers"]:
         rows = doc["summary"][server]
-        base = [rows[c]["cpu_us"] for c in ("none_a", "none_b") if c in rows and rows[c]["cpu_us"]]
         lines += [
             f"**{SERVER_LABEL[server]}**",
             "",
@@ -396,6 +419,8 @@ def render(doc: dict[str, Any]) -> str:
                 added_s = "baseline"
             else:
                 added_s = _f(added, 1)
+            if r.get("over_span_us") is not None:
+                added_s += f" ({_f(r['over_span_us'], 1)} over the span alone)"
             if r["delivery"] is None:
                 deliv = "-"
             else:
@@ -408,9 +433,19 @@ def render(doc: dict[str, Any]) -> str:
                 f"| {added_s} | {_f(r['rps'])} | {_f(r['p50_us'])} / {_f(r['p99_us'])} "
                 f"| {_f(r['p99_us_pooled'])} | {deliv} |"
             )
-        if base:
-            lines.append("")
+        others = [r["others_on_app_cpu"] for r in rows.values() if r.get("others_on_app_cpu") is not None]
+        late = sum(r.get("late_sends", 0) for r in rows.values())
+        samples = sum(r.get("latency_samples", 0) for r in rows.values())
         lines.append("")
+        if others:
+            lines.append(
+                f"The machine is shared: during the `wrk` windows, time on CPU {APP_CPU} not charged to the app (other "
+                f"processes, interrupts) was a median "
+                f"{statistics.median(others) * 100:.0f}% of the window (per configuration: "
+                f"{min(others) * 100:.0f}-{max(others) * 100:.0f}%). The fixed-rate generator started "
+                f"{late:,} of {samples:,} requests more than 1 ms late."
+            )
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -461,24 +496,42 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     ap.add_argument("--servers", default=",".join(SERVERS))
     ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument(
+        "--serla-alt",
+        metavar="GIT_REF",
+        help="also run config serla_alt: serla's work with this SDK at that branch or commit (another "
+        "revision, e.g. to compare a transport change); add serla_alt to --configs",
+    )
+    ap.add_argument("--out", default="latest", help="results/<OUT>.{md,json} (default latest)")
     ap.add_argument("--no-docs", action="store_true", help="don't update docs/benchmarks.md")
     ap.add_argument(
         "--render",
         action="store_true",
-        help="only print the table of results/latest.json (and update the docs)",
+        help="only render results/<OUT>.json again (and update the docs)",
     )
     args = ap.parse_args(argv)
     if args.render:
-        doc = json.loads((RESULTS / "latest.json").read_text())
+        doc = json.loads((RESULTS / f"{args.out}.json").read_text())
+        # Recompute the summary from the runs (the raw latencies are not kept: pooled p99s stay as saved).
+        old = doc["summary"]
+        doc["summary"] = summarize(doc["runs"], doc["plan"]["servers"], doc["plan"]["configs"])
+        for server, rows in doc["summary"].items():
+            for config, row in rows.items():
+                saved = old.get(server, {}).get(config, {})
+                row["p99_us_pooled"] = saved.get("p99_us_pooled")
+                row["latency_samples"] = saved.get("latency_samples", 0)
+        (RESULTS / f"{args.out}.json").write_text(json.dumps(doc, indent=1) + "\n")
         table = render(doc)
         print(table)
-        (RESULTS / "latest.md").write_text(table + "\n")
+        (RESULTS / f"{args.out}.md").write_text(table + "\n")
         p = doc["plan"]
         if (
             not p["quick"]
+            and not p.get("serla_alt")
             and p["configs"] == list(CONFIGS)
             and p["servers"] == list(SERVERS)
             and not args.no_docs
+            and args.out == "latest"  # the docs show the latest full run only
         ):
             update_doc(table)
         return 0
@@ -492,8 +545,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if s not in SERVERS:
             ap.error(f"unknown server {s!r}")
     for c in configs:
-        if c not in CONFIGS:
+        if c not in CONFIGS and c != "serla_alt":
             ap.error(f"unknown config {c!r}")
+    if args.serla_alt and "serla_alt" not in configs:
+        configs.insert(configs.index("serla") + 1 if "serla" in configs else 1, "serla_alt")
+    if "serla_alt" in configs and not args.serla_alt:
+        ap.error("config serla_alt needs --serla-alt GIT_REF")
 
     if not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2:
         raise SystemExit("needs Linux with at least 2 CPUs")
@@ -504,7 +561,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             )
     os.sched_setaffinity(0, {int(LOAD_CPU)})  # this runner and its sink share the load generators' CPU
     for key in sorted({VENV_OF[c] for c in configs}):
-        venvs.ensure(key)
+        if key == "web_serla_alt":
+            venvs.ensure_alt(args.serla_alt)
+        else:
+            venvs.ensure(key)
 
     sink = SinkServer(0).start()
     runs: list[dict[str, Any]] = []
@@ -544,6 +604,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "servers": servers,
         "configs": configs,
         "quick": args.quick,
+        "serla_alt": args.serla_alt,
         "elapsed_s": round(time.monotonic() - t_start, 1),
     }
     doc = {"machine": machine_info(), "plan": plan, "versions": versions(), "summary": summary}
@@ -553,10 +614,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     for r in runs:
         r.pop("latencies_us", None)  # pooled into the summary; too large to keep
     doc["runs"] = runs
-    (RESULTS / "latest.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (RESULTS / "latest.md").write_text(table + "\n")
-    full = not args.quick and args.configs == ",".join(CONFIGS) and args.servers == ",".join(SERVERS)
-    if full and not args.no_docs:
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (RESULTS / f"{args.out}.md").write_text(table + "\n")
+    full = (
+        not args.quick
+        and not args.serla_alt
+        and args.configs == ",".join(CONFIGS)
+        and args.servers == ",".join(SERVERS)
+    )
+    if full and not args.no_docs and args.out == "latest":
         update_doc(table)
         log(f"updated {DOC.relative_to(ROOT)}")
     log(f"done in {plan['elapsed_s']:.0f} s")

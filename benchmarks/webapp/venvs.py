@@ -64,6 +64,39 @@ def requirements(key: str) -> list[str]:
     return [*base, *only.get(key, []), *common]
 
 
+def ensure_alt(ref: str) -> Path:
+    """``web_serla_alt``: this SDK at git ref ``ref`` (a branch or commit of this repository), not editable.
+
+    The tree is exported with ``git archive`` into a temporary folder and installed from there, so another
+    worktree is never written to. The venv is rebuilt when the ref points to another commit.
+    """
+    import subprocess
+    import tempfile
+
+    commit = subprocess.run(
+        ["git", "-C", str(BENCH.parent), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    common, _ = _web_pins()
+    py = _bench.venv_python("web_serla_alt")
+    marker = py.parent.parent / ".bench-spec"
+    spec_id = f"git:{commit} " + " ".join(common)
+    if py.exists() and marker.exists() and marker.read_text() == spec_id:
+        return Path(py)
+    with tempfile.TemporaryDirectory(prefix="webbench-alt-") as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(BENCH.parent), "archive", "--format=tar", commit],
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        _bench.ensure_venv("web_serla_alt", [f"{tmp}[otel]", *common])
+    marker.write_text(spec_id)
+    return Path(py)
+
+
 def ensure(key: str) -> Path:
     """Create (or reuse) ``benchmarks/.venvs/<key>``; returns its python."""
     return _bench.ensure_venv(key, requirements(key))

@@ -17,6 +17,8 @@ Per request, on top of that log call:
 - ``none_a``, ``none_b``: nothing (two identical baselines: the A/A pair that shows the noise).
 - ``serla``: ``client.track("page_view", user, {"path": "/", "order_id": ...})``; the log line goes
   through ``SerlaHandler(client)``. Two events per request reach the sink.
+- ``serla_alt``: the same as ``serla``, in a venv holding another revision of this SDK
+  (``run.py --serla-alt GIT_REF``), to compare two revisions under the same load.
 - ``otel_spans``: one OpenTelemetry span (``TracerProvider`` with no processor) with one event carrying
   ``user.id``: the cost of the span itself, for the next row.
 - ``serla_spans``: the same span, with ``serla.otel.SerlaSpanProcessor(client)`` on the provider. One
@@ -40,11 +42,12 @@ import logging
 import os
 from typing import Any, Callable
 
-CONFIGS = ("none_a", "none_b", "serla", "otel_spans", "serla_spans", "posthog", "sentry")
+CONFIGS = ("none_a", "none_b", "serla", "serla_alt", "otel_spans", "serla_spans", "posthog", "sentry")
 ITEMS_PER_REQUEST = {
     "none_a": 0,
     "none_b": 0,
     "serla": 2,
+    "serla_alt": 2,
     "otel_spans": 0,
     "serla_spans": 1,
     "posthog": 1,
@@ -78,7 +81,7 @@ def _setup() -> tuple[Callable[[int, str], None], Callable[[float], None]]:
         log.addHandler(logging.NullHandler())
         return _none, _noop_flush
 
-    if CONFIG == "serla":
+    if CONFIG in ("serla", "serla_alt"):  # serla_alt: the same work, another revision of the SDK
         from serla import Serla
         from serla.logging_handler import SerlaHandler
 
