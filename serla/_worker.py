@@ -77,6 +77,12 @@ _HEAD: Final = b'{"events":['
 _TAIL: Final = b"]}"
 
 
+NO_WAIT: Final = threading.local()
+"""``NO_WAIT.on = True`` on a thread: ``put()`` never waits for room there, whatever ``block_on_full``
+says (the logging handler sets it around its ``track()``: a handler must never hold up a log call). Read
+only when the buffer is full, so it costs the common case nothing."""
+
+
 def _random() -> float:
     """A float in [0, 1) for jitter, without importing ``random`` (and ``hashlib`` behind it)."""
     return int.from_bytes(os.urandom(4), "big") / 4294967296.0
@@ -396,6 +402,7 @@ class BatchWorker:
             and thread.is_alive()
             and thread is not threading.current_thread()
             and not _in_event_loop()
+            and not getattr(NO_WAIT, "on", False)
         )
 
     def submit(self, lane: str, body: bytes) -> bool:

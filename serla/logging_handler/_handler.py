@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Optional
 
-from serla import _registry
+from serla import _registry, _worker
 from serla._client import Serla
 from serla._config import DEFAULT_HOST, env_disabled
 from serla._context import get_distinct_id
@@ -663,7 +663,16 @@ class SerlaHandler(logging.Handler):
             else:
                 props[PROPERTIES_KEY] = nested
         # Epoch seconds: the timestamp type track() formats fastest.
-        if client.track(name, distinct_id, props, record.created):
+        if limit:  # the client may wait for room (block_on_full_seconds): not on a logging call
+            no_wait = _worker.NO_WAIT
+            no_wait.on = True
+            try:
+                accepted = client.track(name, distinct_id, props, record.created)
+            finally:
+                no_wait.on = False
+        else:
+            accepted = client.track(name, distinct_id, props, record.created)
+        if accepted:
             self._tracked += 1
         else:
             self._drop("rejected")

@@ -591,6 +591,39 @@ def test_emit_never_waits_for_room_and_flush_is_bounded(server: SerlaServer, log
         c.shutdown(timeout=0.5)
 
 
+def test_emit_never_waits_even_when_the_client_opts_into_backpressure(
+    server: SerlaServer, log: logging.Logger
+) -> None:
+    """block_on_full_seconds=10 makes track() wait for room; a log call through the handler never does."""
+    server.set_default_fault(Fault(hang=True))
+    c = Serla(
+        KEY,
+        host=server.url,
+        max_buffer_bytes=1000,  # a few events fill it while the endpoint hangs (slow, not down)
+        block_on_full_seconds=10.0,
+        batch_size=1,
+        flush_on_exit=False,
+        timeout=2.0,
+    )
+    handler = SerlaHandler(c, flush_timeout=0.2)
+    attach(log, handler)
+    try:
+        started = time.monotonic()
+        for i in range(30):
+            log.info("x", extra={"event": "e", "distinct_id": "u", "i": i})
+        elapsed = time.monotonic() - started
+        assert elapsed < 5  # one wait for room would take 10 s
+        stats = handler.stats()
+        assert (
+            stats["tracked"] + stats["dropped"].get("queue_full", 0) + stats["dropped"].get("rejected", 0)
+            == 30
+        )
+        assert stats["tracked"] < 30  # the buffer did fill: records were refused, not waited for
+    finally:
+        server.set_default_fault(None)
+        c.shutdown(timeout=0.5)
+
+
 def test_flush_under_the_handler_lock_does_not_deadlock_with_the_worker_logging(server: SerlaServer) -> None:
     """logging.shutdown() holds the handler lock while flushing; the worker logs after each batch."""
     c = Serla(
