@@ -146,6 +146,19 @@ def _coerce(value: Any) -> Any:
     return str(value)
 
 
+def _default(value: Any) -> Any:
+    """The fast encoder's hook for a value JSON cannot take: :func:`_coerce`, and what it returns kept
+    within the same rules (no int beyond ``MAX_SAFE_INTEGER``, no nesting past ``MAX_DEPTH``)."""
+    out = _coerce(value)
+    kind = type(out)
+    if kind is int:
+        if out > MAX_SAFE_INTEGER or out < -MAX_SAFE_INTEGER:
+            return sanitize(out)
+    elif (kind is dict or kind is list) and not _plain_ok(out, 0):
+        return sanitize(out)
+    return out
+
+
 def _make_encoder() -> Callable[[Any], str]:
     """The fastest compact, ``allow_nan=False`` encoder this interpreter offers.
 
@@ -159,13 +172,13 @@ def _make_encoder() -> Callable[[Any], str]:
         import _json
 
         iterencode = _json.make_encoder(
-            None, _coerce, _json.encode_basestring, None, ":", ",", False, False, False
+            None, _default, _json.encode_basestring, None, ":", ",", False, False, False
         )
     except (ImportError, AttributeError, TypeError):  # pragma: no cover - no accelerator, or a new signature
         import json
 
         return json.JSONEncoder(
-            ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_coerce
+            ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_default
         ).encode
     join = "".join
 
@@ -274,24 +287,24 @@ def _unprintable(value: Any) -> str:
         return "<unprintable>"
 
 
-_long_digits: Callable[[str], Any] | None = None  # compiled on first use: ``re`` is not imported eagerly
+def _plain_ok(container: Any, depth: int) -> bool:
+    """Whether the fast encoder's JSON of ``container`` is what :func:`sanitize` would make of it.
 
-
-def _fast_ok(text: str) -> bool:
-    """Whether the fast encoder's ``text`` is what :func:`sanitize` would make of the same value.
-
-    Three cheap checks in C: no escaped NUL, at most ``MAX_DEPTH`` brackets (so no deeper nesting), and
-    no run of 16 digits (so no int beyond ``MAX_SAFE_INTEGER``). A text that fails one (a string full of
-    braces, a 16-digit id) only takes the slow path, which gives the same JSON for such values.
+    Walks the plain dicts, lists and tuples: False for an int beyond ``MAX_SAFE_INTEGER`` (it must go out
+    as a string) or a container ``MAX_DEPTH`` levels deep (it must be cut). A flat dict of 5 values costs
+    about 0.2 µs. Values of other types are coerced by ``_coerce`` during encoding, which sanitizes what
+    it returns. A cycle ends at the depth limit.
     """
-    global _long_digits
-    if "\\u0000" in text or text.count("{") + text.count("[") > MAX_DEPTH:
-        return False
-    if _long_digits is None:
-        import re
-
-        _long_digits = re.compile(r"\d{16}").search
-    return _long_digits(text) is None
+    for value in container.values() if type(container) is dict else container:
+        kind = type(value)
+        if kind is int:
+            if value > MAX_SAFE_INTEGER or value < -MAX_SAFE_INTEGER:
+                return False
+        elif (kind is dict or kind is list or kind is tuple) and (
+            depth + 1 >= MAX_DEPTH or not _plain_ok(value, depth + 1)
+        ):
+            return False
+    return True
 
 
 def encode(value: Any) -> bytes:
@@ -304,9 +317,11 @@ def encode(value: Any) -> bytes:
         The JSON bytes.
     """
     try:
-        text = _encode(value)
-        if _fast_ok(text):
-            return text.encode("utf-8")  # raises UnicodeEncodeError on a lone surrogate
+        kind = type(value)
+        if not (kind is dict or kind is list or kind is tuple) or _plain_ok(value, 0):
+            text = _encode(value)
+            if "\\u0000" not in text:
+                return text.encode("utf-8")  # raises UnicodeEncodeError on a lone surrogate
     except Exception:
         pass
     return _encode(sanitize(value)).encode("utf-8")
@@ -323,14 +338,15 @@ def encode_event(name: str, distinct_id: str, timestamp: str, properties: Any) -
     slow path as :func:`encode`.
     """
     try:
-        text = '{"name":%s,"distinctId":%s,"timestamp":"%s","properties":%s}' % (
-            _encode_str(name),
-            _encode_str(distinct_id),
-            timestamp,
-            _encode(properties),
-        )
-        if _fast_ok(text):
-            return text.encode("utf-8")
+        if type(properties) is dict and _plain_ok(properties, 1):
+            text = '{"name":%s,"distinctId":%s,"timestamp":"%s","properties":%s}' % (
+                _encode_str(name),
+                _encode_str(distinct_id),
+                timestamp,
+                _encode(properties),
+            )
+            if "\\u0000" not in text:
+                return text.encode("utf-8")
     except Exception:
         pass
     return encode({"name": name, "distinctId": distinct_id, "timestamp": timestamp, "properties": properties})

@@ -223,3 +223,22 @@ def test_strings_full_of_braces_and_digits_are_sent_unchanged() -> None:
 
     props = {"s": "{" * 50 + "[" * 50, "card": "4111111111111111", "n": 12}
     assert json.loads(encode_event("e", "u", "2026-01-01T00:00:00.000Z", props))["properties"] == props
+
+
+def test_values_coerced_by_the_encoder_keep_the_same_rules() -> None:
+    """A dataclass (coerced to a dict while encoding) holding a big int or deep nesting."""
+    from serla._encode import encode_event
+
+    @dataclasses.dataclass
+    class Order:
+        id: int
+        deep: Any
+
+    deep: Any = "leaf"
+    for _ in range(40):
+        deep = [deep]
+    props = json.loads(encode_event("e", "u", "2026-01-01T00:00:00.000Z", {"o": Order(2**60, deep)}))[
+        "properties"
+    ]
+    assert props["o"]["id"] == str(2**60)
+    assert "<max depth>" in json.dumps(props)
