@@ -24,6 +24,7 @@ from serla.devtools.validation import (
     may_hold_huge_numbers,
     stored_event,
     stored_properties,
+    too_deep,
     validate_batch,
     validate_event,
     validate_identify,
@@ -78,7 +79,7 @@ def _ingest(server: SerlaServer, request: RecordedRequest) -> Response:
     # NUL and lone surrogates can only come from \u escapes: raw ones make the JSON (or UTF-8) invalid.
     check_chars = b"\\u" in request.body
     for event in events:
-        if db_rejects_event(event, check_chars):
+        if db_rejects_event(event, check_chars) or too_deep(event.get("properties"), request.body):
             return json_response(500, _SERVER_ERROR)
     return _store(server, request, caller, events, single)
 
@@ -148,7 +149,7 @@ def _identify(server: SerlaServer, request: RecordedRequest) -> Response:
     distinct_id, props = validate_identify(parsed, issues)
     if issues:
         return json_response(400, {"error": INVALID_DATA[IDENTIFY_PATH], "details": issues})
-    if has_bad_chars(distinct_id) or has_bad_chars(props):
+    if has_bad_chars(distinct_id) or has_bad_chars(props) or too_deep(props, request.body):
         return json_response(500, _SERVER_ERROR)
     props = stored_properties(props, deep=may_hold_huge_numbers(request.body))
     with server.locked_store() as store:

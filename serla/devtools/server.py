@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import selectors
 import socket
 import socketserver
@@ -703,8 +704,9 @@ class SerlaServer:
     def _process(self, request: RecordedRequest) -> Response:
         """Route and answer a request the way the real server does (no faults here)."""
         path, method = request.path, request.method
-        if path != "/" and path.endswith("/"):
-            location = path.rstrip("/") or "/"
+        if (path != "/" and path.endswith("/")) or "//" in path:
+            # Next.js redirects a trailing slash and repeated slashes to the normalised path.
+            location = re.sub("/{2,}", "/", path).rstrip("/") or "/"
             if request.query:
                 location = f"{location}?{request.query}"
             return Response(308, location.encode("utf-8"), {"Location": location, "Content-Type": TEXT_TYPE})
@@ -718,7 +720,7 @@ class SerlaServer:
         if method == "OPTIONS":
             return Response(endpoint.preflight_status, b"", endpoint.cors)
         if method not in endpoint.methods:
-            return Response(405, b"", {"Allow": ", ".join((*endpoint.methods, "OPTIONS"))})
+            return Response(405, b"", {})  # Next.js: no Allow, no CORS headers
         return endpoint.handler(self, request)
 
     # ---- for endpoint handlers -----------------------------------------------------------------------
