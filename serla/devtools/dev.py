@@ -191,7 +191,7 @@ class DevServer(SerlaServer):
         *,
         store: SQLiteStore,
         dedupe: bool = False,
-        rate_limits: bool = True,
+        rate_limits: bool | Mapping[str, int | None] = True,
         rate_limit_window: float = RATE_LIMIT_WINDOW,
         log: Callable[[str], None] | None = None,
     ) -> None:
@@ -203,7 +203,8 @@ class DevServer(SerlaServer):
             store: Where events, identities and rejected requests go. The server does not close it.
             dedupe: Store an events request only once per ``X-Idempotency-Key``. Off by default, like the
                 real server, which stores every retry.
-            rate_limits: Enforce the real per-minute limits (batch 100 requests a minute...), on by default.
+            rate_limits: Enforce the real per-minute limits (batch 100 requests a minute...), on by default;
+                ``False`` lifts them; a mapping replaces some (as for :class:`SerlaServer`).
             rate_limit_window: Seconds per rate-limit window (60 on the real server).
             log: Called with one line per request that is not for the page or ``/api/dev/``; ``None`` is
                 silent.

@@ -6,7 +6,7 @@
   nameInput.value = query.get("name") || "";
   idInput.value = query.get("distinct_id") || "";
   if (["50", "100", "500", "1000"].includes(query.get("limit"))) limitInput.value = query.get("limit");
-  let shown = { events: "", rejected: "", people: "" };
+  let shown = { events: "", rejected: "", limited: "", people: "" };
   let timer = null;
 
   function node(tag, cls, text) {
@@ -102,8 +102,30 @@
     if (key === shown.rejected) return;
     shown.rejected = key;
     $("rejected-count").textContent = "(" + data.total + ")";
+    $("rejected-list").replaceChildren(requestList(data.rejected));
+  }
+
+  function renderLimited(status, data) {
+    const key = [status.rateLimited, data.rejected.length ? data.rejected[0].seq : 0].join("|");
+    if (key === shown.limited) return;
+    shown.limited = key;
+    const count = $("rate-limited-count");
+    count.textContent = "(" + status.rateLimited + " since the server started"
+      + (data.rejected.length ? ", latest " + data.rejected.length + " below" : "") + ")";
+    count.dataset.count = String(status.rateLimited);
+    const limits = status.rateLimits || {};
+    const per = status.rateLimitWindow === 60 ? "a minute" : "per " + status.rateLimitWindow + " s";
+    $("limits-info").textContent = Object.keys(limits).length
+      ? "Limits in effect, per project: batch " + limits.batch + " requests " + per + ", events "
+        + limits.events + ". Over a limit the answer is 429 with Retry-After; over the monthly quota, "
+        + "429 without. The real Serla server answers the same way."
+      : "Rate limits are off (--no-rate-limits); the real Serla server allows 100 batch requests a minute.";
+    $("rate-limited-list").replaceChildren(requestList(data.rejected));
+  }
+
+  function requestList(requests) {
     const list = document.createDocumentFragment();
-    for (const r of data.rejected) {
+    for (const r of requests) {
       const article = node("article", "rejected");
       const head = node("div");
       const target = r.method + " " + r.path + (r.query ? "?" + r.query : "");
@@ -132,8 +154,8 @@
       article.append(response, request);
       list.append(article);
     }
-    if (!data.rejected.length) list.append(node("p", "empty", "None."));
-    $("rejected-list").replaceChildren(list);
+    if (!requests.length) list.append(node("p", "empty", "None."));
+    return list;
   }
 
   function renderPeople(data) {
@@ -156,13 +178,16 @@
     const params = filterParams();
     if (!params.has("limit")) params.set("limit", limitInput.value);
     try {
-      const [events, rejected, people] = await Promise.all([
+      const [events, rejected, people, status, limited] = await Promise.all([
         getJSON("/api/dev/events", params),
         getJSON("/api/dev/rejected", new URLSearchParams({ limit: "50" })),
         getJSON("/api/dev/identities", new URLSearchParams({ limit: "100" })),
+        getJSON("/api/dev/status"),
+        getJSON("/api/dev/rejected", new URLSearchParams({ limit: "10", status: "429" })),
       ]);
       renderEvents(events);
       renderRejected(rejected);
+      renderLimited(status, limited);
       renderPeople(people);
       $("status").className = "up";
       const mode = live.checked ? "live" : "paused";
@@ -185,7 +210,7 @@
   $("clear").addEventListener("click", async () => {
     if (!confirm("Delete every stored event, person and rejected request?")) return;
     await fetch("/api/dev/clear", { method: "POST", headers: { "X-Serla-Dev": "clear" } });
-    shown = { events: "", rejected: "", people: "" };
+    shown = { events: "", rejected: "", limited: "", people: "" };
     refresh();
   });
   refresh().then(schedule);
