@@ -919,3 +919,55 @@ def test_page_shows_new_events_without_a_reload(tmp_path: Path) -> None:
         polls = [r for r in server.requests if r.path == "/api/dev/events"]
         assert len(polls) >= 2
         assert page.names() == ["arrived_later"]
+
+
+def test_a_2000_level_body_is_stored_in_sqlite_and_served_back(dev: DevServer) -> None:
+    deep = b"[" * 2000 + b"]" * 2000
+    body = b'{"events":[{"name":"deep","properties":{"a":' + deep + b',"big":9007199254740993}}]}'
+    assert call(dev.url, "POST", BATCH_PATH, body, {"Authorization": f"Bearer {KEY}"}).status == 201
+    reply = call(dev.url, "GET", "/api/dev/events")
+    assert reply.status == 200 and reply.body.count(b"[") >= 2000
+    (event,) = dev.stored
+    assert event.data["properties"]["big"] == 9007199254740992  # rounded, as the real server stores it
+    depth, value = 0, event.data["properties"]["a"]
+    while value:
+        depth, value = depth + 1, value[0]
+    assert depth == 1999
+
+
+V1_SCHEMA = """
+CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, name TEXT NOT NULL,
+    distinct_id TEXT, timestamp TEXT, data TEXT NOT NULL, received_at REAL NOT NULL, idempotency_key TEXT,
+    position INTEGER NOT NULL, session_id TEXT NOT NULL, endpoint TEXT NOT NULL, user_agent TEXT NOT NULL,
+    api_key TEXT NOT NULL);
+CREATE TABLE people (distinct_id TEXT PRIMARY KEY, identity_id TEXT NOT NULL, properties TEXT NOT NULL,
+    updated_at REAL NOT NULL);
+CREATE TABLE rejected (seq INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL, method TEXT NOT NULL,
+    path TEXT NOT NULL, query TEXT NOT NULL, status INTEGER NOT NULL, idempotency_key TEXT,
+    user_agent TEXT NOT NULL, body TEXT NOT NULL, body_size INTEGER NOT NULL, response TEXT NOT NULL);
+PRAGMA application_id=1397902401;
+PRAGMA user_version=1;
+"""
+
+
+def test_a_database_of_the_previous_version_is_migrated(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.executescript(V1_SCHEMA)
+        conn.execute(
+            "INSERT INTO events (event_id, name, data, received_at, position, session_id, endpoint, user_agent,"
+            " api_key) VALUES ('e1', 'old', '{\"name\":\"old\"}', 1.0, 0, 's1', ?, '', 'sk_live_...abcd')",
+            (BATCH_PATH,),
+        )
+        conn.execute("INSERT INTO people VALUES ('u1', 'i1', '{\"plan\":\"pro\"}', 1.0)")
+        conn.commit()
+    with dev_server(db) as server:
+        assert [e.data for e in server.stored] == [{"name": "old"}]
+        assert server.identities == {"u1": {"plan": "pro"}}
+        assert batch(server.url, {"name": "new"}).status == 201
+        assert server.store.session_project("s1") == "default"
+        with client_for(server) as client:
+            assert client.identify("u1", {"seats": 2})
+        assert server.identities == {"u1": {"plan": "pro", "seats": 2}}
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
