@@ -337,7 +337,10 @@ class DevServer(SerlaServer):
             return "rate limits off"
         window = self.rate_limit_window
         per = "minute" if window == RATE_LIMIT_WINDOW else f"{window:g} s"
-        return f"rate limits on (batch {limits.get('batch')} requests a {per} per project)"
+        batch = limits.get("batch")
+        if batch is None:
+            return "rate limits on (batch requests unlimited)"
+        return f"rate limits on (batch {batch} requests a {per} per project)"
 
     def _page(self, request: RecordedRequest) -> Response:
         info = (

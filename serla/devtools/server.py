@@ -216,8 +216,9 @@ def _default_fault_body(status: int, path: str, headers: Mapping[str, str]) -> F
     if status == 401:
         return {"error": "Invalid API key"}
     if status == 402:
-        bucket = next((e.bucket for p, e in ROUTES.items() if p == path), None)
-        return {"error": PLAN_FEATURES.get(bucket or "errors", PLAN_FEATURES["errors"])[1]}
+        endpoint = ROUTES.get(path)
+        bucket = endpoint.bucket if endpoint is not None and endpoint.bucket in PLAN_FEATURES else "errors"
+        return {"error": PLAN_FEATURES[bucket or "errors"][1]}
     if status == 403:
         return {"error": "This endpoint requires a secret key"}
     if status == 429:
