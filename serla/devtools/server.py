@@ -104,7 +104,10 @@ ROUTES: Final[dict[str, Endpoint]] = {
     EVENTS_PATH: ingest.EVENTS,
     IDENTIFY_PATH: ingest.IDENTIFY,
 }
-"""The Serla routes: path -> endpoint. A new endpoint module adds one line here."""
+"""The Serla routes: path -> endpoint. A new endpoint module adds one line here, e.g.
+``ERRORS_PATH: errors.ENDPOINT`` where ``ENDPOINT = Endpoint(("POST",), handle, bucket="errors",
+preflight_status=204)`` and ``handle(server, request)`` starts with ``server.authorize(request,
+bucket="errors", quota_error="Monthly limit exceeded")``."""
 
 _RATE_LIMIT_CORS: Final[Mapping[str, str]] = {
     "Access-Control-Allow-Origin": "*",
