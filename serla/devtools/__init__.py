@@ -4,7 +4,7 @@ One module per concern:
 
 * :mod:`~serla.devtools.server`: :class:`~serla.devtools.server.SerlaServer`, the HTTP plumbing, faults,
   and the routing table ``ROUTES`` (path -> endpoint; an endpoint module registers with one line);
-* :mod:`~serla.devtools.wire`: paths, the recorded request, the response, :class:`~serla.devtools.wire.Endpoint`;
+* :mod:`~serla.devtools.wire`: paths, the recorded request, the response, the ``Endpoint`` of a route;
 * :mod:`~serla.devtools.ingest`: the ``/events/batch``, ``/events`` and ``/identify`` routes;
 * :mod:`~serla.devtools.validation`: what the real server's zod schemas and database accept, and exactly
   what it stores (JavaScript's reading of JSON, timestamps cut to milliseconds...);
