@@ -21,6 +21,7 @@ from serla.devtools.validation import (
     SESSION_ID_RE,
     db_rejects_event,
     has_bad_chars,
+    may_be_too_deep,
     may_hold_huge_numbers,
     stored_event,
     stored_properties,
@@ -78,8 +79,9 @@ def _ingest(server: SerlaServer, request: RecordedRequest) -> Response:
         return json_response(400, {"error": INVALID_DATA[request.path], "details": issues})
     # NUL and lone surrogates can only come from \u escapes: raw ones make the JSON (or UTF-8) invalid.
     check_chars = b"\\u" in request.body
+    deep = may_be_too_deep(request.body)
     for event in events:
-        if db_rejects_event(event, check_chars) or too_deep(event.get("properties"), request.body):
+        if db_rejects_event(event, check_chars) or (deep and too_deep(event.get("properties"))):
             return json_response(500, _SERVER_ERROR)
     return _store(server, request, caller, events, single)
 
@@ -149,7 +151,11 @@ def _identify(server: SerlaServer, request: RecordedRequest) -> Response:
     distinct_id, props = validate_identify(parsed, issues)
     if issues:
         return json_response(400, {"error": INVALID_DATA[IDENTIFY_PATH], "details": issues})
-    if has_bad_chars(distinct_id) or has_bad_chars(props) or too_deep(props, request.body):
+    if (
+        has_bad_chars(distinct_id)
+        or has_bad_chars(props)
+        or (may_be_too_deep(request.body) and too_deep(props))
+    ):
         return json_response(500, _SERVER_ERROR)
     props = stored_properties(props, deep=may_hold_huge_numbers(request.body))
     with server.locked_store() as store:

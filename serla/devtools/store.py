@@ -199,7 +199,9 @@ class MemoryStore:
         self._by_key: dict[str, StoredEvent] = {}
         self._people: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         self._sessions: dict[str, str] = {}
-        self._times: dict[str, list[float]] = {}
+        # Per project, each event's time as ``YYYY-MM-DDTHH:MM:SS.mmmZ``: in that form text order is time
+        # order, so the quota counts without converting every timestamp.
+        self._times: dict[str, list[str]] = {}
 
     def add_events(self, events: Sequence[StoredEvent]) -> None:
         """Append accepted events, in arrival order, and record their sessions' projects.
@@ -214,10 +216,14 @@ class MemoryStore:
             if key and key not in self._by_key:
                 self._by_key[key] = event
             sessions.setdefault(event.session_id, event.project_id)
-        if events:
-            project = events[0].project_id
-            times = self._times.setdefault(project, [])
-            times.extend(event.time for event in events)
+        received: tuple[float, str] = (-1.0, "")
+        for event in events:
+            stamp = event.data.get("timestamp")
+            if type(stamp) is not str:
+                if event.received_at != received[0]:
+                    received = (event.received_at, iso(event.received_at))
+                stamp = received[1]
+            self._times.setdefault(event.project_id, []).append(stamp)
 
     def events(self) -> list[StoredEvent]:
         """Return every stored event in arrival order.
@@ -245,7 +251,8 @@ class MemoryStore:
         Returns:
             The number of such events.
         """
-        return sum(1 for p in project_ids for t in self._times.get(p, ()) if t >= since)
+        start = iso(since)
+        return sum(1 for p in project_ids for t in self._times.get(p, ()) if t >= start)
 
     def session_project(self, session_id: str) -> str | None:
         """Return the project that first used a session ID.

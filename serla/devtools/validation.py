@@ -65,9 +65,19 @@ SESSION_ID_RE: Final = re.compile(r"[0-9a-fA-F]{32}")
 _DB_BAD_CHARS_RE: Final = re.compile(r"[\x00\ud800-\udfff]")
 _DAYS_IN_MONTH: Final = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 # Bodies that may hold a number JavaScript reads differently from Python: a long run of digits (an integer
-# beyond 2^53, or one so long it is Infinity) or an exponent of three digits (``1e400``).
-_BIG_INT_RE: Final = re.compile(rb"[0-9]{16}")
-_HUGE_NUMBER_RE: Final = re.compile(rb"[0-9][eE][+]?[0-9]{3}|[0-9]{300}")
+# beyond 2^53, or one so long it is Infinity) or an exponent of three digits (``1e400``). Found with
+# ``bytes.translate`` and substring search, which are ~40x faster than a regular expression here.
+_NUMBER_SHAPE: Final = bytes(
+    ord("0")
+    if chr(b).isdigit() and b < 128
+    else ord("e")
+    if b in b"eE"
+    else ord("+")
+    if b == ord("+")
+    else 46
+    for b in range(256)
+)
+_SIXTEEN_DIGITS: Final = b"0" * 16
 
 # Event schema, in the real schema's key order so issues come out in the same order zod reports them.
 EVENT_STRING_FIELDS: Final = (
@@ -141,7 +151,7 @@ def parse_json(body: bytes) -> Any:
     text = body.decode("utf-8", "replace")
     if text.startswith("\ufeff"):
         text = text[1:]
-    hook = _js_int if _BIG_INT_RE.search(body) else None
+    hook = _js_int if _SIXTEEN_DIGITS in body.translate(_NUMBER_SHAPE) else None
     try:
         return json.loads(text, parse_constant=_reject_constant, parse_int=hook)
     except RecursionError:
@@ -719,18 +729,27 @@ Measured on the real server (Node 20): 4,100 levels of arrays store, 4,101 fail;
 The local servers refuse from 4,101 for both (never accepting what the real server refuses)."""
 
 
-def too_deep(value: Any, body: bytes) -> bool:
+def may_be_too_deep(body: bytes) -> bool:
+    """Tell whether a body has enough brackets to nest deeper than :data:`MAX_STORED_DEPTH`.
+
+    Args:
+        body: The raw body.
+
+    Returns:
+        ``False`` when :func:`too_deep` can be skipped.
+    """
+    return body.count(b"[") + body.count(b"{") > MAX_STORED_DEPTH
+
+
+def too_deep(value: Any) -> bool:
     """Tell whether a value nests deeper than :data:`MAX_STORED_DEPTH` (counting ``value`` itself).
 
     Args:
         value: A JSON value.
-        body: The raw body it came from (skips the walk when it has too few brackets to be that deep).
 
     Returns:
         ``True`` if the real server fails to store it.
     """
-    if body.count(b"[") + body.count(b"{") <= MAX_STORED_DEPTH:
-        return False
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -808,7 +827,8 @@ def may_hold_huge_numbers(body: bytes) -> bool:
     Returns:
         ``False`` when no value can be non-finite, so :func:`stored_properties` can skip its walk.
     """
-    return _HUGE_NUMBER_RE.search(body) is not None
+    shape = body.translate(_NUMBER_SHAPE)
+    return b"0e000" in shape or b"0e+000" in shape or _SIXTEEN_DIGITS in shape
 
 
 def stored_event(clean: Mapping[str, Any], session_id: str, *, deep: bool) -> dict[str, Any]:
@@ -829,7 +849,8 @@ def stored_event(clean: Mapping[str, Any], session_id: str, *, deep: bool) -> di
     """
     data = dict(clean)
     stamp = data.get("timestamp")
-    if type(stamp) is str:
+    # Fast path: the SDK's own form (``.mmmZ``) is stored unchanged.
+    if type(stamp) is str and not (len(stamp) == 24 and stamp[19] == "." and stamp[23] == "Z"):
         data["timestamp"] = stored_timestamp(stamp)
     props = data.get("properties")
     if type(props) is dict:
