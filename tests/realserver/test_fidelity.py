@@ -85,6 +85,7 @@ class Case:
     query: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     session: str | None = None  # a sessionId sent, to tell "kept" from "replaced"
+    chunked: bool = False  # send the body with Transfer-Encoding: chunked
 
 
 def _j(value: Any) -> bytes:
@@ -194,6 +195,13 @@ def corpus(tok: str, session: str) -> list[Case]:
     raw("BOM", b"\xef\xbb\xbf" + _j({"events": [{"name": name()}]}))
     raw("invalid UTF-8 in a string", b'{"events":[{"name":"' + name().encode() + b'-\xff"}]}')
     raw("duplicate keys", b'{"events":[{"name":"dup-first","name":"' + name().encode() + b'"}]}')
+    raw("chunked body", _j({"events": [{"name": name(), "properties": {"a": "x" * 40}}]}), chunked=True)
+    raw(
+        "chunked identify",
+        _j({"distinctId": f"{tok}-idc", "properties": {"c": 1}}),
+        path=IDENTIFY,
+        chunked=True,
+    )
     raw("whitespace around", b" \n\t" + _j({"events": [{"name": name()}]}) + b"\n ")
     # -- numbers JavaScript reads as doubles
     for label, literal in (
@@ -332,6 +340,15 @@ def corpus(tok: str, session: str) -> list[Case]:
             query="api_key={key:max}",
         )
     )
+    batch("Bearer without a space", {"name": name()}, auth="Bearer")
+    batch("api_key query, Authorization 'Bearer'", {"name": name()}, auth="Bearer", query="api_key={key:max}")
+    batch("api_key query twice", {"name": name()}, auth=None, query="api_key={key:max}&api_key=nope")
+    batch(
+        "api_key query twice, bad first", {"name": name()}, auth=None, query="api_key=nope&api_key={key:max}"
+    )
+    batch("api_key query, public key", {"name": name()}, auth=None, query="api_key={key:public}")
+    batch("api_key query, percent-encoded", {"name": name()}, auth=None, query="api%5Fkey={key:max}")
+    batch("key with a trailing space", {"name": name()}, auth="Bearer {key:max} ")
     batch("other query parameters", {"name": name()}, query="foo=1&bar")
     batch("Content-Type text/plain", {"name": name()}, headers={"Content-Type": "text/plain"})
     key = str(uuid.uuid4())
@@ -347,6 +364,8 @@ def corpus(tok: str, session: str) -> list[Case]:
     raw("trailing slash with query", _j({"events": [{"name": name()}]}), path=BATCH + "/", query="a=1")
     raw("double slash", _j({"events": [{"name": name()}]}), path="/api/v1//events/batch")
     raw("unknown path", b"{}", path="/api/v1/nope")
+    cases.append(Case("OPTIONS unknown path", path="/api/v1/nope", method="OPTIONS", body=None, auth=None))
+    raw("path in upper case", _j({"events": [{"name": name()}]}), path="/api/v1/Events/batch")
     # -- POST /events
     single = name()
     raw("single event", _j({"name": single}), path=EVENTS)
@@ -469,9 +488,17 @@ def send(base: str, case: Case, keys: dict[str, str]) -> Answer:
         body = case.body
         for name, value in headers.items():
             conn.putheader(name, value)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
+        if body is not None and case.chunked:
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders()
+            for start in range(0, len(body), 7):
+                piece = body[start : start + 7]
+                conn.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            conn.send(b"0\r\n\r\n")
+        else:
+            if body is not None:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
         response = conn.getresponse()
         data = response.read()
         return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
