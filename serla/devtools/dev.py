@@ -153,6 +153,10 @@ def _issue_summary(response: Response) -> str:
     if not isinstance(payload, dict):
         return text
     parts = [str(payload.get("error", ""))]
+    if isinstance(payload.get("retryAfter"), int):
+        parts[0] += f" (per-minute limit; retry after {payload['retryAfter']} s)"
+    elif isinstance(payload.get("message"), str):
+        parts.append(payload["message"])
     details = payload.get("details")
     if isinstance(details, list) and details:
         issues = [
