@@ -15,7 +15,6 @@ import contextlib
 import datetime
 import json
 import os
-import sqlite3
 import threading
 import time
 import uuid
@@ -27,6 +26,8 @@ from urllib.parse import parse_qsl, urlencode
 from serla.devtools.validation import dumps, parse_json, timestamp_epoch
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from serla.devtools.wire import RecordedRequest, Response
 
 __all__ = [
@@ -507,6 +508,8 @@ class SQLiteStore:
         self._keep_rejected = keep_rejected
         self._lock = threading.RLock()
         self._local = threading.local()
+        import sqlite3  # only serla dev needs it; the contract server and serla.testing never load it
+
         self._conn = sqlite3.connect(self._path, timeout=5.0, isolation_level=None, check_same_thread=False)
         try:
             self._init_schema()
