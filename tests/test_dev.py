@@ -971,3 +971,21 @@ def test_a_database_of_the_previous_version_is_migrated(tmp_path: Path) -> None:
         assert server.identities == {"u1": {"plan": "pro", "seats": 2}}
     with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_plan_option(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["--port", "0", "--db", ":memory:", "--plan", "free"])
+    out, stop = Lines("listening on"), threading.Event()
+    thread = threading.Thread(target=lambda: run(args, out=out, err=io.StringIO(), stop=stop))
+    thread.start()
+    try:
+        assert out.seen.wait(10)
+        url = re.search(r"listening on (http://\S+)", out.getvalue())
+        assert url is not None
+        assert get_json(url.group(1), "/api/dev/status")["plan"] == "free"
+    finally:
+        stop.set()
+        thread.join(10)
+    assert "plan:         free (a quota of 25,000 events a month)" in out.getvalue()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--plan", "gold"])

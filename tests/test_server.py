@@ -1202,3 +1202,31 @@ def test_a_2000_level_body_is_stored_and_a_deeper_one_is_a_500_on_a_kept_connect
     while value:
         depth, value = depth + 1, value[0]
     assert depth == 1999  # the innermost of 2,000 brackets is the empty list
+
+
+def test_the_default_project_can_have_a_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serla.devtools import server as server_module
+    from serla.devtools.store import StoredEvent
+    from serla.devtools.wire import Endpoint, json_response
+
+    def flags(srv: SerlaServer, request: RecordedRequest) -> Response:
+        caller = srv.authorize(request, bucket="flags")
+        return caller if isinstance(caller, Response) else json_response(200, {"flags": {}})
+
+    monkeypatch.setitem(server_module.ROUTES, "/api/v1/flags", Endpoint(("GET",), flags, "flags", 204))
+    with SerlaServer(plan="free") as srv:
+        c = Client(srv)
+        try:
+            assert srv.plan == "free"
+            gated = c.request("GET", "/api/v1/flags", auth="Bearer any_key")
+            assert gated.json() == {"error": "Feature flags require the Hobby plan or above"}
+            with srv.locked_store() as store:
+                store.add_events(
+                    [StoredEvent({"name": "fill"}, None, 0, "", received_at=time.time())] * 25_000
+                )
+            over = c.batch({"name": "e"})
+            assert over.status == 429 and over.json()["message"].startswith("Monthly event limit of 25,000")
+        finally:
+            c.close()
+    with pytest.raises(ValueError, match="plan"):
+        SerlaServer(plan="gold")

@@ -41,7 +41,7 @@ from typing import Any, Callable, Final, Optional, TextIO
 from urllib.parse import parse_qs
 
 from serla._version import __version__
-from serla.devtools.limits import RATE_LIMIT_WINDOW
+from serla.devtools.limits import PLAN_QUOTAS, RATE_LIMIT_WINDOW
 from serla.devtools.server import (
     BATCH_PATH,
     EVENTS_PATH,
@@ -195,6 +195,7 @@ class DevServer(SerlaServer):
         *,
         store: SQLiteStore,
         dedupe: bool = False,
+        plan: str | None = None,
         rate_limits: bool | Mapping[str, int | None] = True,
         rate_limit_window: float = RATE_LIMIT_WINDOW,
         log: Callable[[str], None] | None = None,
@@ -207,6 +208,7 @@ class DevServer(SerlaServer):
             store: Where events, identities and rejected requests go. The server does not close it.
             dedupe: Store an events request only once per ``X-Idempotency-Key``. Off by default, like the
                 real server, which stores every retry.
+            plan: The plan of the one project every key belongs to (see :class:`SerlaServer`).
             rate_limits: Enforce the real per-minute limits (batch 100 requests a minute...), on by default;
                 ``False`` lifts them; a mapping replaces some (as for :class:`SerlaServer`).
             rate_limit_window: Seconds per rate-limit window (60 on the real server).
@@ -219,6 +221,7 @@ class DevServer(SerlaServer):
             port,
             store=store,
             dedupe=dedupe,
+            plan=plan,
             rate_limits=rate_limits,
             rate_limit_window=rate_limit_window,
             max_recorded_requests=200,
@@ -365,6 +368,7 @@ class DevServer(SerlaServer):
                 "rateLimited": self.rate_limited,
                 "rateLimits": self.rate_limits,
                 "rateLimitWindow": self.rate_limit_window,
+                "plan": self.plan,
                 "dedupe": self._dedupe_enabled,
                 "duplicatesIgnored": self.duplicates_ignored,
                 "version": __version__,
@@ -487,6 +491,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"length of a rate-limit window (default: {RATE_LIMIT_WINDOW:g}, like the real server)",
     )
     parser.add_argument(
+        "--plan",
+        choices=sorted(PLAN_QUOTAS),
+        default=None,
+        help="act as a project on this plan: free has the 25,000-event monthly quota and answers 402 on "
+        "/errors, /llm and /flags (default: no quota, every feature)",
+    )
+    parser.add_argument(
         "--dedupe",
         dest="dedupe",
         action="store_true",
@@ -555,6 +566,7 @@ def run(
             args.port,
             store=store,
             dedupe=args.dedupe,
+            plan=args.plan,
             rate_limits=args.rate_limits,
             rate_limit_window=args.rate_limit_window,
             log=None if args.quiet else say,
@@ -612,6 +624,10 @@ def _banner(
     say(f"  events page:  {url}/")
     say(f"  database:     {_describe_db(store.path)}{kept}")
     say(f"  limits:       {server._limits_text()}{'' if args.rate_limits else ' (--no-rate-limits)'}")
+    if args.plan is not None:
+        quota = PLAN_QUOTAS[args.plan]
+        quota_text = "no monthly quota" if quota is None else f"a quota of {quota:,} events a month"
+        say(f"  plan:         {args.plan} ({quota_text})")
     if args.dedupe:
         say(
             "  dedupe:       on (--dedupe): a retry whose X-Idempotency-Key is stored is not stored again;"

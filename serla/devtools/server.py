@@ -278,6 +278,7 @@ class SerlaServer:
         *,
         api_keys: Iterable[str] | None = None,
         projects: Iterable[Project] | None = None,
+        plan: str | None = None,
         store: Store | None = None,
         rate_limits: bool | Mapping[str, int | None] = True,
         rate_limit_window: float = RATE_LIMIT_WINDOW,
@@ -298,6 +299,9 @@ class SerlaServer:
                 key is accepted (everything after exactly ``"Bearer "``), all in the ``"default"`` project.
             projects: Projects with their own keys and plans (:class:`~serla.devtools.limits.Project`).
                 Limits, quotas, sessions and people are per project, as on the real server.
+            plan: The plan of the ``"default"`` project (the one of ``api_keys``, or of any key):
+                ``"free"`` brings the 25,000-event monthly quota and the 402 of ``/errors``, ``/llm`` and
+                ``/flags``. ``None`` (the default): no quota, every feature.
             store: Where events and identities go. ``None`` uses a fresh :class:`MemoryStore`.
             rate_limits: ``True`` (the default): the real per-minute limits per project and endpoint
                 (:data:`~serla.devtools.limits.RATE_LIMITS`: batch 100, events/errors/llm/flags 1,000;
@@ -347,6 +351,7 @@ class SerlaServer:
                         DEFAULT_PROJECT,
                         keys=[k for k in keys if not k.startswith("pk_")],
                         public_keys=[k for k in keys if k.startswith("pk_")],
+                        plan=plan,
                     ),
                 )
             for project in listed:
@@ -359,7 +364,7 @@ class SerlaServer:
                     if key in self._keys:
                         raise ValueError(f"a key belongs to two projects ({project.id!r} and another)")
                     self._keys[key] = (project, scope)
-        self._default_project = Project(DEFAULT_PROJECT)
+        self._default_project = Project(DEFAULT_PROJECT, plan=plan)
         self._store: Store = MemoryStore() if store is None else store
         self._limiter = RateLimiter(limits, window=rate_limit_window, clock=clock, wall_clock=wall_clock)
         self._wall_clock = wall_clock
@@ -834,6 +839,11 @@ class SerlaServer:
     def projects(self) -> dict[str, Project]:
         """The configured projects by ID (empty when any key is accepted)."""
         return dict(self._projects)
+
+    @property
+    def plan(self) -> str | None:
+        """The plan of the ``"default"`` project (``None``: no quota, every feature)."""
+        return self._default_project.plan
 
     @property
     def rate_limits(self) -> dict[str, int | None]:
