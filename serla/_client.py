@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import atexit
 import sys
 from _collections_abc import Mapping
-from _weakref import ref as weakref_ref
 
 from serla._config import (
     DEFAULT_HOST,
+    DEFAULT_MAX_BUFFER_BYTES,
     Config,
     add_null_handler,
     env_disabled,
+    env_text,
     log_debug,
     log_warning,
     resolve_proxy,
@@ -25,10 +25,14 @@ from serla._encode import MAX_EVENT_BYTES, encode, encode_event, format_timestam
 # first send; ``logging`` only once something has loaded it (see ``serla._config.serla_log``).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import FrameType
     from typing import Any, Callable, Optional
 
     from serla._encode import Timestamp
+    from serla._errors import ErrorReporter, Report
     from serla._retry import RetryPolicy
+    from serla._stats import Stats
     from serla._transport import Transport
 
 IDENTIFY_PATH = "/api/v1/identify"
@@ -56,32 +60,45 @@ class Serla:
     call, encodes the event on the spot (so later changes to your ``properties`` dict change nothing) and
     appends the bytes to a bounded buffer. A daemon thread, started on the first ``track()``, POSTs them
     to ``{host}/api/v1/events/batch`` as soon as ``batch_size`` events wait, and otherwise every
-    ``flush_interval_seconds``. Each request carries every event waiting when it is built, up to 100 (the
-    server's cap): ``batch_size`` at a steady pace, up to 100 when a backlog built up while the previous
-    request was in flight.
+    ``flush_interval_seconds``. A request carries at most ``batch_size`` events; while the project is rate
+    limited (a 429 with ``Retry-After``), up to 100, the server's cap, until the backlog is gone.
+
+    Memory is bounded two ways. While the endpoint is *down* (network errors, timeouts, 5xx, a refused
+    key, the monthly quota), at most ``max_queue_size`` events are held, as the 0.1.0 README promises:
+    nobody knows when it comes back. While it is *up* but slow, or rate limiting with ``Retry-After``, the
+    data is deliverable and the server says when: then the bound is ``max_buffer_bytes`` of encoded
+    events (64 MiB by default: a burst of 200,000 typical events is accepted whole). Past a bound, events
+    are dropped, counted in ``stats()["dropped"]["queue_full"]`` and warned about. ``track()`` never waits
+    unless you opt in with ``block_on_full_seconds``.
 
     Args:
         api_key: Your project's API key (``sk_live_...`` or ``pk_live_...``).
         host: Base URL of the Serla deployment. A trailing slash is removed; a path prefix is kept.
             Plain ``http://`` is meant for a local server: for any other host it logs a warning.
         flush_interval_seconds: The longest an event waits in the buffer before it is sent.
-        batch_size: How many waiting events trigger a send (the interval and ``flush()`` trigger one
-            too). It is not a cap on the request: a backlog is drained in requests of up to 100 events,
-            the server's cap (fewer, fuller requests also stay within its 100 requests/minute limit).
-            Values above 100 are lowered to 100, with a warning.
+        batch_size: The most events a request carries (the interval and ``flush()`` also trigger a
+            send, with fewer). While the project is rate limited (429 with ``Retry-After``), requests
+            carry up to 100 until the backlog is gone: the server's 100 requests a minute, not the event
+            count, is then the limit. Values above 100 are lowered to 100, with a warning. For a fleet of
+            processes sharing one project, ``batch_size=100`` makes the fewest requests.
         debug: Set the ``serla`` logger to DEBUG and attach a stderr handler to it.
-        flush_on_exit: Register an ``atexit`` hook that flushes (bounded by ``shutdown_timeout``). The
-            client stays usable after it, for hooks that run later (``logging.shutdown``, an
-            OpenTelemetry provider's shutdown).
-        max_queue_size: The most events held in memory (buffered + in flight). While the endpoint fails,
-            further events are refused, counted in ``stats()["dropped"]["queue_full"]`` and warned about.
+        flush_on_exit: Deliver what is queued at exit (bounded by ``shutdown_timeout``): from an
+            ``atexit`` hook, and on ``SIGTERM`` (a handler that delivers, then chains to the one it
+            replaced; see ``serla._exit``). The client stays usable after it, for hooks that run later
+            (``logging.shutdown``, an OpenTelemetry provider's shutdown).
+        max_queue_size: The most events held in memory (buffered + in flight) while the endpoint is down.
+            Further events are refused, counted in ``stats()["dropped"]["queue_full"]`` and warned about.
+        max_buffer_bytes: The most bytes of encoded events held while the endpoint is up but slow or
+            rate limited (each event is charged its JSON plus 48 bytes of overhead).
         timeout: Seconds allowed for each HTTP request (connect and each read): bounds ``identify()`` and
             every batch POST.
-        shutdown_timeout: How long the atexit hook may spend flushing, in seconds.
-        block_on_full_seconds: When the queue is full *and deliveries are succeeding* (a producer
-            outrunning a healthy sender, e.g. a script tracking 100,000 records), ``track()`` waits up to
-            this long for room instead of dropping. While the endpoint fails it never waits. ``0`` never
-            waits.
+        shutdown_timeout: How long the exit hook may spend delivering, in seconds (default 10: against
+            an endpoint that is down, four attempts (1 + 2 + 4 s of backoff) fit; a script is not held
+            noticeably longer than the outage's first retries). A backlog that needs longer (a rate-limited
+            burst: 10,000 events a minute) wants ``shutdown(timeout=None)``.
+        block_on_full_seconds: Opt-in backpressure (default 0: ``track()`` never waits). When the queue
+            is full *and deliveries are succeeding*, ``track()`` waits up to this long for room instead
+            of dropping. While the endpoint fails it never waits.
         ca_bundle: Path to a PEM file of CA certificates to trust instead of the system's. Certificate
             verification itself cannot be turned off.
         proxy: An HTTP proxy URL (``http://[user:password@]host:port``) for every request of this client;
@@ -92,6 +109,22 @@ class Serla:
             ``trace_id`` and ``span_id`` (hex) to the event's properties (unless you set those keys).
         disabled: Accept and check calls but send nothing and start no thread. ``None`` (the default)
             reads the ``SERLA_DISABLED`` environment variable.
+        release: The version of your application, sent with every error report (``None``: read
+            ``SERLA_RELEASE``).
+        environment: ``production``, ``staging``..., sent with every error report (``None``: read
+            ``SERLA_ENVIRONMENT``).
+        capture_exceptions: Report uncaught exceptions: ``sys.excepthook``, ``threading.excepthook`` and
+            asyncio's loop exception handler, each chaining what was installed before.
+            ``KeyboardInterrupt`` and ``SystemExit`` are not reported. An uncaught exception in the main
+            thread is delivered before the process exits (a flush bounded by ``shutdown_timeout``).
+        before_send_error: ``(report, exception) -> report | None``, called with each error report (the
+            wire fields, a dict) before it is queued: return it (changed or not) to send it, ``None`` to
+            drop it. If it raises, the report is dropped.
+        in_app_include: Module name prefixes whose frames are your code (``["myapp"]``), wherever they are
+            installed. See the README's "Error tracking" section for how in-app is decided otherwise.
+        in_app_exclude: Module name prefixes whose frames are never your code.
+        project_root: Frames under this directory are shown relative to it. ``None``: relative to their
+            ``sys.path`` entry.
 
     Raises:
         ValueError: For an empty ``api_key`` or any other bad option value.
@@ -110,11 +143,19 @@ class Serla:
         max_queue_size: int = 1000,
         timeout: float = 10.0,
         shutdown_timeout: float = 10.0,
-        block_on_full_seconds: float = 1.0,
+        block_on_full_seconds: float = 0.0,
+        max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
         ca_bundle: Optional[str] = None,
         proxy: Optional[str] = None,
         capture_trace_context: bool = True,
         disabled: Optional[bool] = None,
+        release: Optional[str] = None,
+        environment: Optional[str] = None,
+        capture_exceptions: bool = False,
+        before_send_error: Optional[Callable[..., Any]] = None,
+        in_app_include: Sequence[str] = (),
+        in_app_exclude: Sequence[str] = (),
+        project_root: Optional[str] = None,
         _transport_factory: Optional[Callable[[], Transport]] = None,
         _policy: Optional[RetryPolicy] = None,
         _clock: Optional[Callable[[], float]] = None,
@@ -130,10 +171,18 @@ class Serla:
             timeout=timeout,
             shutdown_timeout=shutdown_timeout,
             block_on_full_seconds=block_on_full_seconds,
+            max_buffer_bytes=max_buffer_bytes,
             ca_bundle=ca_bundle,
             capture_trace_context=capture_trace_context,
             disabled=env_disabled() if disabled is None else bool(disabled),
             proxy=proxy,
+            release=release if release is not None else env_text("SERLA_RELEASE"),
+            environment=environment if environment is not None else env_text("SERLA_ENVIRONMENT"),
+            capture_exceptions=capture_exceptions,
+            before_send_error=before_send_error,
+            in_app_include=in_app_include,
+            in_app_exclude=in_app_exclude,
+            project_root=project_root,
         )
         cfg = self._config
         if debug:
@@ -157,21 +206,36 @@ class Serla:
             batch_size=cfg.batch_size,
             flush_interval=cfg.flush_interval_seconds,
             max_queue_size=cfg.max_queue_size,
+            max_buffer_bytes=cfg.max_buffer_bytes,
             block_on_full=cfg.block_on_full_seconds,
             policy=_policy,
         )
         self._put = self._worker.put
         self._atexit: Callable[[], None] | None = None
         if cfg.flush_on_exit and not cfg.disabled:
-            ref = weakref_ref(self)
+            # The hook holds the worker, not the client: a client that lived in a function and was
+            # collected still has its events delivered at exit (the worker outlives it with its thread).
+            worker = self._worker
+            exit_timeout = cfg.shutdown_timeout
+            state = self._exit_state = [False]  # [shut down]: set by shutdown(), read by the hook
 
             def _flush_at_exit() -> None:
-                client = ref()
-                if client is not None:
-                    client._flush_at_exit()
+                if state[0]:
+                    return
+                if not worker.flush(exit_timeout):
+                    log_warning("serla: %d events were not delivered at exit", worker.pending())
+
+            from serla import _exit
 
             self._atexit = _flush_at_exit
-            atexit.register(_flush_at_exit)
+            self._exit_token = _exit.register(_flush_at_exit)
+        self._clock = _clock
+        self._errors: ErrorReporter | None = None
+        self._hooks: Any = None
+        if cfg.capture_exceptions:
+            from serla._hooks import install_hooks
+
+            self._hooks = install_hooks(self)
         if cfg.disabled:
             log = serla_log()
             if log is not None:
@@ -324,6 +388,197 @@ class Serla:
             _warn_exc("serla: identify() failed unexpectedly")
             return False
 
+    def capture_exception(
+        self,
+        exc: Any = None,
+        *,
+        distinct_id: Optional[str] = None,
+        level: Any = "error",
+        context: Optional[Mapping[str, Any]] = None,
+        release: Optional[str] = None,
+        environment: Optional[str] = None,
+    ) -> bool:
+        """Report an exception to Serla's error tracking (``POST /api/v1/errors``). Never raises or waits.
+
+        Like :meth:`track`, it checks, builds and queues at once; the report is sent by the same
+        background thread, in its own lane (one report per request). The stack is written so the server
+        groups reports by the exception's type and the file and function of the innermost frame of your
+        own code (see the README's "Error tracking" section). Local variables are never sent.
+
+        Each exception is reported once, whichever path sees it first (this method, the logging handler,
+        the uncaught-exception hooks). At most ``serla._errors.ERRORS_PER_MINUTE`` reports per group leave
+        the process per minute; the rest are counted in ``stats()["errors"]["rate_limited"]``.
+
+        Args:
+            exc: The exception. ``None`` takes the one being handled (``sys.exc_info()``); an
+                ``exc_info`` tuple is accepted too. An exception that was never raised is reported
+                with the caller's stack.
+            distinct_id: Who hit it. ``None`` uses the context's (:func:`serla.set_distinct_id`), if any.
+            level: ``"error"`` (the default), ``"warning"`` or ``"info"``; ``"critical"``/``"fatal"``
+                are sent as ``error``, ``"debug"`` as ``info``; ``logging`` levels (numbers) map the
+                same way.
+            context: A dict sent as the report's ``metadata``.
+            release: Overrides the client's ``release`` for this report.
+            environment: Overrides the client's ``environment`` for this report.
+
+        Returns:
+            True if the report was queued; False if there was nothing to report, the exception was
+            already reported, the report was rate-limited or dropped by ``before_send_error``, or the
+            errors lane refused it (off after a 402, full, closed).
+        """
+        try:
+            if exc is None:
+                exc = sys.exc_info()[1]
+                if exc is None:
+                    return self._reject("capture_exception() called with no exception being handled")
+            elif isinstance(exc, tuple) and len(exc) == 3:
+                exc = exc[1]
+            if not isinstance(exc, BaseException):
+                return self._reject("capture_exception() needs an exception, got %s", type(exc).__name__)
+            return self._capture(
+                exc,
+                distinct_id=distinct_id,
+                level=level,
+                context=context,
+                release=release,
+                environment=environment,
+                caller=sys._getframe(1),
+            )
+        except Exception:
+            _warn_exc("serla: capture_exception() failed unexpectedly; the report is dropped")
+            return False
+
+    def _error_reporter(self) -> ErrorReporter:
+        """The error reporter (options, path rules, rate limit, counters), created on first use."""
+        reporter = self._errors
+        if reporter is not None:
+            return reporter
+        from serla._errors import ErrorReporter
+
+        with self._worker._lock:  # one reporter even when two threads capture their first error at once
+            reporter = self._errors
+            if reporter is not None:
+                return reporter
+            cfg = self._config
+            reporter = ErrorReporter(
+                release=cfg.release,
+                environment=cfg.environment,
+                before_send=cfg.before_send_error,
+                in_app_include=cfg.in_app_include,
+                in_app_exclude=cfg.in_app_exclude,
+                project_root=cfg.project_root,
+                clock=self._clock,
+            )
+            self._errors = reporter
+            return reporter
+
+    def _capture(
+        self,
+        exc: BaseException,
+        *,
+        distinct_id: Optional[str] = None,
+        level: Any = "error",
+        context: Optional[Mapping[str, Any]] = None,
+        release: Optional[str] = None,
+        environment: Optional[str] = None,
+        caller: Optional[FrameType] = None,
+    ) -> bool:
+        """Build and queue a report for ``exc`` (the paths that see exceptions call this). Never raises."""
+        try:
+            from serla._errors import build_report, mark_reported
+
+            if not mark_reported(exc):
+                self._error_reporter().count("duplicate")
+                return False
+            reporter = self._error_reporter()
+            report = build_report(exc, reporter.rules, caller=caller, allow=reporter.allow)
+            if report is None:  # rate-limited (counted)
+                return False
+            return self._queue_report(
+                reporter,
+                report,
+                exc=exc,
+                distinct_id=distinct_id,
+                level=level,
+                context=context,
+                release=release,
+                environment=environment,
+            )
+        except Exception:
+            _warn_exc("serla: building an error report failed; it is dropped")
+            return False
+
+    def _queue_report(
+        self,
+        reporter: ErrorReporter,
+        report: Report,
+        *,
+        exc: Optional[BaseException],
+        distinct_id: Any,
+        level: Any,
+        context: Any,
+        release: Any,
+        environment: Any,
+    ) -> bool:
+        """Check the call's options, finish the report, encode it and hand it to the errors lane."""
+        from serla._errors import encode_report, map_level
+
+        if self._shut:
+            warn_limited("closed", "serla: capture_exception() after shutdown() is dropped")
+            return False
+        mapped = map_level(level)
+        if mapped is None:
+            warn_limited("error_level", "serla: unknown error level %r; sending it as 'error'", level)
+            mapped = "error"
+        if distinct_id is None:
+            distinct_id = _context_distinct_id()
+        elif not isinstance(distinct_id, str):
+            coerced = _as_id(distinct_id)
+            if coerced is None:
+                warn_limited(
+                    "error_distinct_id",
+                    "serla: capture_exception(): distinct_id must be a string, got %s; sent without it",
+                    type(distinct_id).__name__,
+                )
+            distinct_id = coerced
+        if context is not None and not isinstance(context, Mapping):
+            coerced_context = _as_properties(context)
+            if coerced_context is None:
+                warn_limited(
+                    "error_context",
+                    "serla: capture_exception(): context must be a dict, got %s; sent without it",
+                    type(context).__name__,
+                )
+            context = coerced_context
+        for name, value in (("release", release), ("environment", environment)):
+            if value is not None and not isinstance(value, str):
+                warn_limited("error_" + name, "serla: capture_exception(): %s must be a string", name)
+                if name == "release":
+                    release = None
+                else:
+                    environment = None
+        fields = reporter.finish(
+            report,
+            exc=exc,
+            level=mapped,
+            distinct_id=distinct_id or None,
+            context=context,
+            release=release,
+            environment=environment,
+            timestamp=self._now(),
+        )
+        if fields is None:
+            return False
+        body = encode_report(fields)
+        if self._disabled:
+            reporter.count("captured")
+            return True
+        if self._submit("errors", body):
+            reporter.count("captured")
+            return True
+        reporter.count("refused")
+        return False
+
     def flush(self, timeout: Optional[float] = 30.0) -> bool:
         """Wait until every event queued before this call has been delivered.
 
@@ -358,8 +613,14 @@ class Serla:
         """
         try:
             self._shut = True
+            if self._hooks is not None:
+                self._hooks.uninstall()
+                self._hooks = None
             if self._atexit is not None:
-                atexit.unregister(self._atexit)
+                self._exit_state[0] = True
+                from serla import _exit
+
+                _exit.unregister(self._exit_token)
                 self._atexit = None
             if self._disabled:
                 return True
@@ -375,19 +636,23 @@ class Serla:
         """The number of events accepted and not yet delivered or dropped (buffered + in flight)."""
         return self._worker.pending()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Stats:
         """Counters for health checks and tests.
 
         Returns:
-            A dict with ``queued`` (in the buffer), ``in_flight``, ``pending`` (both), ``accepted``,
-            ``sent`` (events the server confirmed), ``batches_sent``, ``requests``, ``retried``
-            (resends of a batch), ``dropped`` (a dict: reason -> events; reasons are ``invalid_call``,
+            A :class:`serla.Stats` dict: ``queued`` (in the buffer), ``queued_bytes``, ``in_flight``,
+            ``pending`` (both), ``accepted``, ``sent`` (events the server confirmed), ``batches_sent``,
+            ``requests``, ``retried`` (resends of a batch), ``dropped`` (reason -> events: ``invalid_call``,
             ``queue_full``, ``rejected`` (400), ``too_large``, ``server_error``, ``shutdown``),
-            ``healthy`` (the last send succeeded) and ``last_error``.
+            ``healthy`` (the last send succeeded), ``state`` (``up``, ``rate_limited``, ``paused``,
+            ``down``), ``last_error``, ``lanes`` (the error and LLM lanes' counters) and ``errors`` (error
+            reports before their lane: ``captured``, ``rate_limited``, ``duplicate``...).
         """
         out = self._worker.stats()
         if self._invalid:
             out["dropped"]["invalid_call"] = self._invalid
+        # Error reports before the errors lane: captured, rate_limited, duplicate, dropped_by_hook...
+        out["errors"] = self._errors.stats() if self._errors is not None else {}
         return out
 
     @property
@@ -420,11 +685,25 @@ class Serla:
         return False
 
     def _flush_at_exit(self) -> None:
+        if self._atexit is not None:
+            self._atexit()
+
+    def _submit(self, lane: str, body: bytes) -> bool:
+        """Queue one record for a single-record lane (``"errors"``, ``"llm"``); never raises or waits.
+
+        Args:
+            lane: The lane's name.
+            body: The complete JSON request body of the record.
+
+        Returns:
+            True if it was accepted for delivery (always, when the client is disabled).
+        """
+        if self._disabled:
+            return True
         if self._shut:
-            return
-        ok = self.flush(self._config.shutdown_timeout)
-        if not ok:
-            log_warning("serla: %d events were not delivered at exit", self.pending_count())
+            warn_limited("closed", "serla: a %s record after shutdown() is dropped", lane)
+            return False
+        return self._worker.submit(lane, body)
 
     def _identify_post(self, body: bytes) -> bool:
         cfg = self._config
@@ -497,6 +776,16 @@ def _warn_exc(msg: str) -> None:
     log = serla_log()
     if log is not None:
         log.logger.warning(msg, exc_info=True)
+
+
+def _as_id(value: Any) -> str | None:
+    """An ``int`` or ``UUID`` user id as text; None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    uuid = sys.modules.get("uuid")
+    if uuid is not None and isinstance(value, uuid.UUID):
+        return str(value)
+    return None
 
 
 def _as_properties(value: Any) -> dict[str, Any] | None:

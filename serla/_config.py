@@ -15,11 +15,13 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping, Sequence
     from types import ModuleType
     from typing import Any, Final, Optional
 
 DEFAULT_HOST: Final = "https://serla.dev"
+DEFAULT_MAX_BUFFER_BYTES: Final = 64 * 1024 * 1024
+"""The byte bound of events held while the endpoint is up but slow or rate limited (see ``Serla``)."""
 MAX_BATCH_SIZE: Final = 100
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
@@ -36,10 +38,18 @@ _FIELDS: Final = (
     "timeout",
     "shutdown_timeout",
     "block_on_full_seconds",
+    "max_buffer_bytes",
     "ca_bundle",
     "capture_trace_context",
     "disabled",
     "proxy",
+    "release",
+    "environment",
+    "capture_exceptions",
+    "before_send_error",
+    "in_app_include",
+    "in_app_exclude",
+    "project_root",
 )
 
 
@@ -65,14 +75,23 @@ class Config:
     timeout: float
     shutdown_timeout: float
     block_on_full_seconds: float
+    max_buffer_bytes: int
     ca_bundle: Optional[str]
     capture_trace_context: bool
     disabled: bool
     proxy: Optional[str]
+    release: Optional[str]
+    environment: Optional[str]
+    capture_exceptions: bool
+    before_send_error: Optional[Callable[..., Any]]
+    in_app_include: tuple[str, ...]
+    in_app_exclude: tuple[str, ...]
+    project_root: Optional[str]
 
     def __init__(
         self,
         api_key: str,
+        *,
         host: str = DEFAULT_HOST,
         flush_interval_seconds: float = 5.0,
         batch_size: int = 50,
@@ -81,17 +100,24 @@ class Config:
         max_queue_size: int = 1000,
         timeout: float = 10.0,
         shutdown_timeout: float = 10.0,
-        block_on_full_seconds: float = 1.0,
+        block_on_full_seconds: float = 0.0,
+        max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
         ca_bundle: Optional[str] = None,
         capture_trace_context: bool = True,
         disabled: bool = False,
         proxy: Optional[str] = None,
+        release: Optional[str] = None,
+        environment: Optional[str] = None,
+        capture_exceptions: bool = False,
+        before_send_error: Optional[Callable[..., Any]] = None,
+        in_app_include: Sequence[str] = (),
+        in_app_exclude: Sequence[str] = (),
+        project_root: Optional[str] = None,
     ) -> None:
         key = api_key
         if not isinstance(key, str) or not key.strip():
             raise ValueError("Serla: api_key must be a non-empty string (your project's sk_live_... key)")
-        if key != key.strip() or any(c.isspace() or ord(c) < 32 for c in key):
-            raise ValueError("Serla: api_key must not contain white space or control characters")
+        _check_header_value("api_key", key)
         host = _check_host(host)
         _check_number("flush_interval_seconds", flush_interval_seconds, minimum=0.0, strict=True)
         _check_number("timeout", timeout, minimum=0.0, strict=True)
@@ -99,6 +125,7 @@ class Config:
         _check_number("block_on_full_seconds", block_on_full_seconds, minimum=0.0)
         _check_int("batch_size", batch_size)
         _check_int("max_queue_size", max_queue_size)
+        _check_int("max_buffer_bytes", max_buffer_bytes)
         if batch_size > MAX_BATCH_SIZE:
             log_warning(
                 "serla: batch_size=%d is above the server's limit of %d events per request; using %d",
@@ -126,10 +153,32 @@ class Config:
         init(self, "timeout", timeout)
         init(self, "shutdown_timeout", shutdown_timeout)
         init(self, "block_on_full_seconds", block_on_full_seconds)
+        init(self, "max_buffer_bytes", max_buffer_bytes)
         init(self, "ca_bundle", ca_bundle)
         init(self, "capture_trace_context", capture_trace_context)
         init(self, "disabled", disabled)
         init(self, "proxy", proxy)
+        # Error tracking (issue 14): checked here so a wrong option raises at construction.
+        for name, text in (
+            ("release", release),
+            ("environment", environment),
+            ("project_root", project_root),
+        ):
+            if text is not None and not isinstance(text, str):
+                raise TypeError(f"Serla: {name} must be a str or None, not {type(text).__name__}")
+        if not isinstance(capture_exceptions, bool):
+            raise TypeError("Serla: capture_exceptions must be a bool")
+        if before_send_error is not None and not callable(before_send_error):
+            raise TypeError(
+                "Serla: before_send_error must be a callable (report, exception) -> report | None"
+            )
+        init(self, "release", release or None)
+        init(self, "environment", environment or None)
+        init(self, "capture_exceptions", capture_exceptions)
+        init(self, "before_send_error", before_send_error)
+        init(self, "in_app_include", _check_modules("in_app_include", in_app_include))
+        init(self, "in_app_exclude", _check_modules("in_app_exclude", in_app_exclude))
+        init(self, "project_root", project_root or None)
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _FIELDS)
@@ -157,11 +206,15 @@ class Config:
         return f"Config({shown})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), self._values())
+        import functools
+
+        return (functools.partial(type(self), **dict(zip(_FIELDS[1:], self._values()[1:]))), (self.api_key,))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Config:
-        """Build a config from ``SERLA_API_KEY``, ``SERLA_HOST`` and ``SERLA_DISABLED``.
+        """Build a config from ``SERLA_API_KEY``, ``SERLA_HOST``, ``SERLA_DISABLED`` (and the rest below).
+
+        ``SERLA_RELEASE`` and ``SERLA_ENVIRONMENT`` set ``release`` and ``environment``.
 
         Args:
             environ: The environment to read (default ``os.environ``).
@@ -179,10 +232,29 @@ class Config:
         if env_disabled(env):
             values["disabled"] = True
             values.setdefault("api_key", "disabled")
+        for name, option in (("SERLA_RELEASE", "release"), ("SERLA_ENVIRONMENT", "environment")):
+            if env_text(name, env) is not None:
+                values[option] = env_text(name, env)
         values.update(overrides)
         if "api_key" not in values:
             raise ValueError("Serla: set SERLA_API_KEY (and SERLA_HOST for a self-hosted or local server)")
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _check_modules(name: str, value: object) -> tuple[str, ...]:
+    """A tuple of dotted module prefixes (``in_app_include`` / ``in_app_exclude``)."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise TypeError(f"Serla: {name} must be a list of module names such as ['myapp'], not {value!r}")
+    if not all(isinstance(m, str) and m.strip(".") for m in value):
+        raise ValueError(f"Serla: {name} must hold non-empty module names, not {value!r}")
+    return tuple(m.strip(".") for m in value)
+
+
+def env_text(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The stripped value of an environment variable, or None when unset or blank."""
+    env = os.environ if environ is None else environ
+    value = env.get(name, "").strip()
+    return value or None
 
 
 def env_disabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -191,11 +263,35 @@ def env_disabled(environ: Mapping[str, str] | None = None) -> bool:
     return env.get("SERLA_DISABLED", "").strip().lower() in _TRUE
 
 
+def _describe_char(c: str) -> str:
+    import unicodedata
+
+    name = unicodedata.name(c, "")
+    return f"U+{ord(c):04X}" + (f" ({name})" if name else "")
+
+
+def _check_header_value(name: str, value: str) -> None:
+    """Refuse a value that can't travel in an HTTP header: naming the position and character, never it."""
+    for i, c in enumerate(value):
+        if not "\x21" <= c <= "\x7e":
+            raise ValueError(
+                f"Serla: {name} has a character that cannot be sent in an HTTP header at position {i + 1}: "
+                f"{_describe_char(c)}. Copy the key again from the Serla dashboard"
+            )
+
+
 def _check_host(host: object) -> str:
     if not isinstance(host, str) or not host.strip():
         raise ValueError("Serla: host must be a URL such as 'https://serla.dev'")
     host = host.strip().rstrip("/")
-    scheme, _netloc, hostname, _path = split_host(host)
+    for i, c in enumerate(host):
+        if c.isspace() or ord(c) < 32 or ord(c) == 127:
+            raise ValueError(
+                f"Serla: host has a character that cannot be sent at position {i + 1}: {_describe_char(c)}"
+            )
+    scheme, _netloc, hostname, path = split_host(host)
+    if not path.isascii():
+        raise ValueError("Serla: host's path must be ASCII (percent-encode it)")
     if scheme == "http" and not is_loopback(hostname):
         log_warning(
             "serla: host %r is plain http: the API key and events travel unencrypted; use https", host

@@ -41,6 +41,7 @@ from typing import Any, Callable, Final, Optional, TextIO
 from urllib.parse import parse_qs
 
 from serla._version import __version__
+from serla.devtools.errors import register_dev
 from serla.devtools.limits import PLAN_QUOTAS, RATE_LIMIT_WINDOW
 from serla.devtools.server import (
     BATCH_PATH,
@@ -240,6 +241,7 @@ class DevServer(SerlaServer):
         for name in _STATIC_TYPES:
             self.add_route("GET", f"/static/{name}", self._guard(self._static))
         self.add_route("POST", CLEAR_API, self._guard(self._clear_api))
+        self.errors = register_dev(self)  # issue 14: /api/v1/errors in SQLite, the /errors page
 
     @property
     def store(self) -> SQLiteStore:

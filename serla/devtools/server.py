@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final, Union, cast
+from typing import TYPE_CHECKING, Any, Final, Union, cast
 from urllib.parse import parse_qs, urlsplit
 
 from serla._version import __version__
@@ -68,6 +68,7 @@ from serla.devtools.validation import is_valid_timestamp
 from serla.devtools.wire import (
     BATCH_PATH,
     CORS_HEADERS,
+    ERRORS_PATH,
     EVENTS_PATH,
     IDENTIFY_PATH,
     JSON_TYPE,
@@ -79,6 +80,9 @@ from serla.devtools.wire import (
     json_response,
     parsed_body,
 )
+
+if TYPE_CHECKING:
+    from serla.devtools.errors import ErrorsEndpoint
 
 __all__ = [
     "BATCH_PATH",
@@ -103,7 +107,9 @@ ROUTES: Final[dict[str, Endpoint]] = {
     BATCH_PATH: ingest.BATCH,
     EVENTS_PATH: ingest.EVENTS,
     IDENTIFY_PATH: ingest.IDENTIFY,
+    ERRORS_PATH: Endpoint(("POST",), lambda server, request: server.errors.handle(request), "errors", 204),
 }
+# Registering an endpoint module is one line above: ``PATH: Endpoint(methods, handler, bucket, preflight)``.
 """The Serla routes: path -> endpoint. A new endpoint module adds one line here, e.g.
 ``ERRORS_PATH: errors.ENDPOINT`` where ``ENDPOINT = Endpoint(("POST",), handle, bucket="errors",
 preflight_status=204)`` and ``handle(server, request)`` starts with ``server.authorize(request,
@@ -269,7 +275,12 @@ class SerlaServer:
     (``rate_limits=False``) or shortens the window (``rate_limit_window=1.0``).
 
     All public methods are thread-safe.
+
+    Attributes:
+        errors: ``POST /api/v1/errors`` (:class:`serla.devtools.errors.ErrorsEndpoint`): its reports.
     """
+
+    errors: ErrorsEndpoint
 
     def __init__(
         self,
@@ -389,6 +400,9 @@ class SerlaServer:
         self._wake_w: socket.socket | None = None
         self._conn_lock = threading.Lock()
         self._conns: dict[threading.Thread, socket.socket] = {}
+        from serla.devtools.errors import register as register_errors  # issue 14: POST /api/v1/errors
+
+        self.errors = register_errors(self)
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -749,6 +763,8 @@ class SerlaServer:
         The key (401 ``Invalid API key``; 403 for a public key when ``scope="secret"``), the plan (402 for
         the plan-gated buckets ``errors``, ``llm``, ``flags``, ``recordings``), the per-minute limit of
         ``bucket`` (429 with ``Retry-After`` and ``X-RateLimit-*``), then the monthly quota (429 without).
+        :meth:`authenticate` and :meth:`check_limits` are its two halves, for a route that checks
+        something in between.
 
         Args:
             request: The request.
@@ -759,6 +775,31 @@ class SerlaServer:
                 (``/events/batch`` only).
             scope: ``"secret"`` when the route needs a secret key (``/export``).
             cors: The route's CORS headers for the 401/402/quota answers (``None``: the ingest routes').
+
+        Returns:
+            The :class:`~serla.devtools.wire.Caller`, or the refusal to send.
+        """
+        caller = self.authenticate(request, query_key=query_key, scope=scope, cors=cors)
+        if isinstance(caller, Response):
+            return caller
+        refused = self.check_limits(caller, bucket=bucket, quota_error=quota_error, cors=cors)
+        return caller if refused is None else refused
+
+    def authenticate(
+        self,
+        request: RecordedRequest,
+        *,
+        query_key: bool = False,
+        scope: str | None = None,
+        cors: Mapping[str, str] | None = None,
+    ) -> Caller | Response:
+        """Find the project of the request's key: the first half of :meth:`authorize` (401, 403).
+
+        Args:
+            request: The request.
+            query_key: As for :meth:`authorize`.
+            scope: As for :meth:`authorize`.
+            cors: As for :meth:`authorize`.
 
         Returns:
             The :class:`~serla.devtools.wire.Caller`, or the refusal to send.
@@ -783,6 +824,29 @@ class SerlaServer:
                 },
                 headers,
             )
+        return Caller(project, key, key_scope)
+
+    def check_limits(
+        self,
+        caller: Caller,
+        *,
+        bucket: str | None,
+        quota_error: str | None = None,
+        cors: Mapping[str, str] | None = None,
+    ) -> Response | None:
+        """The second half of :meth:`authorize`: the plan (402), the per-minute limit and the quota (429).
+
+        Args:
+            caller: From :meth:`authenticate`.
+            bucket: As for :meth:`authorize`.
+            quota_error: As for :meth:`authorize`.
+            cors: As for :meth:`authorize`.
+
+        Returns:
+            ``None`` when the request may proceed, else the refusal to send.
+        """
+        headers = CORS_HEADERS if cors is None else cors
+        project = caller.project
         if bucket is not None and not project.allows(bucket):
             return json_response(402, {"error": PLAN_FEATURES[bucket][1]}, headers)
         if bucket is not None:
@@ -798,7 +862,7 @@ class SerlaServer:
             if used >= quota:
                 message = _QUOTA_MESSAGE.format(quota=quota)
                 return json_response(429, {"error": quota_error, "message": message}, headers)
-        return Caller(project, key, key_scope)
+        return None
 
     def _lookup(self, header: str | None) -> tuple[Project, str, str] | None:
         if not header or not header.startswith("Bearer "):

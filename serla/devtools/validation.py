@@ -462,7 +462,15 @@ def too_big(
     }
 
 
-def _format_issue(path: Sequence[str | int]) -> dict[str, Any]:
+def format_issue(path: Sequence[str | int]) -> dict[str, Any]:
+    """A zod ``invalid_format`` issue of ``z.string().datetime()``.
+
+    Args:
+        path: Where the timestamp is in the body.
+
+    Returns:
+        The issue, as zod reports it.
+    """
     return {
         "origin": "string",
         "code": "invalid_format",
@@ -593,7 +601,7 @@ def validate_event(obj: Any, prefix: tuple[str | int, ...], issues: list[dict[st
             if type(stamp) is not str:
                 issues.append(type_issue("string", stamp, (*prefix, "timestamp")))
             elif not is_valid_timestamp(stamp):
-                issues.append(_format_issue((*prefix, "timestamp")))
+                issues.append(format_issue((*prefix, "timestamp")))
         clean["timestamp"] = stamp
     for key in EVENT_STRING_FIELDS:
         if key in obj:

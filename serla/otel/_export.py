@@ -64,6 +64,9 @@ class SerlaSpanProcessor(SpanProcessor):
         spans: Which whole spans also become an event named after the span: ``None`` (read
             ``SERLA_OTEL_SPANS``: comma-separated names or ``*``), ``False``, ``True`` (all), a collection
             of span names, or a ``ReadableSpan -> bool`` callable.
+        errors: Also report ``exception`` span events (``span.record_exception``, and exceptions leaving
+            ``start_as_current_span``) to error tracking, with the trace id, span id and span name in the
+            report's ``metadata`` (default ``False``). Independent of ``span_events``.
 
     Raises:
         TypeError, ValueError: For a bad option (at construction only).
@@ -78,6 +81,7 @@ class SerlaSpanProcessor(SpanProcessor):
         span_attributes: AttributeFilter = True,
         span_events: bool = True,
         spans: SpanSelector = None,
+        errors: bool = False,
     ) -> None:
         self._translator = SpanTranslator(
             client,
@@ -87,6 +91,7 @@ class SerlaSpanProcessor(SpanProcessor):
             span_attributes=span_attributes,
             span_events=span_events,
             spans=spans,
+            errors=errors,
         )
         self._on_span = self._translator.on_span
         self._shutdown = False
