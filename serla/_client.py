@@ -26,11 +26,13 @@ from serla._encode import MAX_EVENT_BYTES, encode, encode_event, format_timestam
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import timedelta
     from types import FrameType
-    from typing import Any, Callable, Optional
+    from typing import Any, Callable, Optional, Union
 
     from serla._encode import Timestamp
     from serla._errors import ErrorReporter, Report
+    from serla._flags import FlagClient
     from serla._retry import RetryPolicy
     from serla._stats import Stats
     from serla._transport import Transport
@@ -109,6 +111,11 @@ class Serla:
             ``trace_id`` and ``span_id`` (hex) to the event's properties (unless you set those keys).
         disabled: Accept and check calls but send nothing and start no thread. ``None`` (the default)
             reads the ``SERLA_DISABLED`` environment variable.
+        flags_timeout: The longest a feature flag call waits for the server on a cache miss, in seconds;
+            then it returns the caller's fallback (the answer still fills the cache). See ``docs/flags.md``.
+        flags_cache_size: How many ``(distinct_id, properties)`` flag answers are cached (an LRU).
+        send_flag_events: Track a ``$feature_flag_called`` event (``$feature_flag``,
+            ``$feature_flag_response``) the first time in a cache period a user gets a flag's value.
         release: The version of your application, sent with every error report (``None``: read
             ``SERLA_RELEASE``).
         environment: ``production``, ``staging``..., sent with every error report (``None``: read
@@ -125,6 +132,12 @@ class Serla:
         in_app_exclude: Module name prefixes whose frames are never your code.
         project_root: Frames under this directory are shown relative to it. ``None``: relative to their
             ``sys.path`` entry.
+        capture_llm_content: Whether :meth:`track_llm` (and the ``serla.llm`` wrappers and the
+            OpenTelemetry GenAI bridge) send prompts and responses. ``False`` leaves ``input`` and
+            ``output`` out of every LLM record: they often hold personal data.
+        before_send_llm: Called with every LLM record (a dict with the wire's camelCase keys) on the
+            caller's thread before it is queued; return the record (changed or not) or ``None`` to drop
+            it. What it returns is checked again; if it raises, the record is dropped.
 
     Raises:
         ValueError: For an empty ``api_key`` or any other bad option value.
@@ -149,6 +162,9 @@ class Serla:
         proxy: Optional[str] = None,
         capture_trace_context: bool = True,
         disabled: Optional[bool] = None,
+        flags_timeout: float = 1.0,
+        flags_cache_size: int = 10_000,
+        send_flag_events: bool = False,
         release: Optional[str] = None,
         environment: Optional[str] = None,
         capture_exceptions: bool = False,
@@ -156,6 +172,8 @@ class Serla:
         in_app_include: Sequence[str] = (),
         in_app_exclude: Sequence[str] = (),
         project_root: Optional[str] = None,
+        capture_llm_content: bool = True,
+        before_send_llm: Optional[Callable[[dict[str, Any]], Optional[dict[str, Any]]]] = None,
         _transport_factory: Optional[Callable[[], Transport]] = None,
         _policy: Optional[RetryPolicy] = None,
         _clock: Optional[Callable[[], float]] = None,
@@ -176,6 +194,9 @@ class Serla:
             capture_trace_context=capture_trace_context,
             disabled=env_disabled() if disabled is None else bool(disabled),
             proxy=proxy,
+            flags_timeout=flags_timeout,
+            flags_cache_size=flags_cache_size,
+            send_flag_events=send_flag_events,
             release=release if release is not None else env_text("SERLA_RELEASE"),
             environment=environment if environment is not None else env_text("SERLA_ENVIRONMENT"),
             capture_exceptions=capture_exceptions,
@@ -183,6 +204,8 @@ class Serla:
             in_app_include=in_app_include,
             in_app_exclude=in_app_exclude,
             project_root=project_root,
+            capture_llm_content=capture_llm_content,
+            before_send_llm=before_send_llm,
         )
         cfg = self._config
         if debug:
@@ -211,6 +234,7 @@ class Serla:
             policy=_policy,
         )
         self._put = self._worker.put
+        self._flags: FlagClient | None = None  # serla._flags.FlagClient, made by the first flag call
         self._atexit: Callable[[], None] | None = None
         if cfg.flush_on_exit and not cfg.disabled:
             # The hook holds the worker, not the client: a client that lived in a function and was
@@ -324,6 +348,83 @@ class Serla:
             return self._put(data)
         except Exception:
             _warn_exc("serla: track() failed unexpectedly; the event is dropped")
+            return False
+
+    def track_llm(
+        self,
+        model: str,
+        *,
+        provider: Optional[str] = None,
+        distinct_id: Optional[str] = None,
+        trace_id: Optional[str] = None,
+        parent_id: Optional[str] = None,
+        input: Any = None,
+        output: Any = None,
+        input_tokens: Optional[int] = None,
+        output_tokens: Optional[int] = None,
+        total_tokens: Optional[int] = None,
+        cost_usd: Optional[float] = None,
+        latency_ms: Optional[Union[float, timedelta]] = None,
+        status: str = "success",
+        error_message: Optional[str] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        timestamp: Timestamp = None,
+    ) -> bool:
+        """Queue one LLM generation for ``POST /api/v1/llm`` (Hobby plan and up). Never blocks, never raises.
+
+        The record is checked, copied and encoded now, and sent by the worker on its own ``llm`` lane (one
+        record per request). The rules (limits, coercions, the 256 KiB truncation) are in
+        :mod:`serla._llm` and the README's LLM section. A ``402`` from the server (a Free-plan project)
+        turns LLM reporting off with one WARNING; events go on.
+
+        Args:
+            model: The model's name (1-200 characters), e.g. ``"gpt-4o-mini"``; the server prices it.
+            provider: ``"openai"``, ``"anthropic"``, ...
+            distinct_id: The user; ``None`` uses the context's (:func:`serla.set_distinct_id`), else none.
+            trace_id: Groups the steps of one chain or agent run.
+            parent_id: A free-form reference to the parent step.
+            input: The prompt or messages (any JSON-like value). Left out when ``capture_llm_content``
+                is off.
+            output: The completion. Left out when ``capture_llm_content`` is off.
+            input_tokens: Prompt tokens, a non-negative int.
+            output_tokens: Completion tokens, a non-negative int.
+            total_tokens: ``None`` lets the server add the two.
+            cost_usd: ``None`` lets the server compute it from its price table (when both token counts
+                are given and it knows the model).
+            latency_ms: Milliseconds (a float is rounded; a ``timedelta`` works too).
+            status: ``"success"`` or ``"error"``.
+            error_message: What went wrong (an exception is written as ``"Type: message"``).
+            metadata: A dict of anything else.
+            timestamp: When the call started or ended; ``None`` means now.
+
+        Returns:
+            True if the record was queued; False if it was dropped (a wrong call, a hook that dropped it,
+            LLM reporting turned off by a 402, a full lane, a closed client).
+        """
+        try:
+            from serla._llm import track_llm
+
+            return track_llm(
+                self,
+                model,
+                provider=provider,
+                distinct_id=distinct_id,
+                trace_id=trace_id,
+                parent_id=parent_id,
+                input=input,
+                output=output,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                total_tokens=total_tokens,
+                cost_usd=cost_usd,
+                latency_ms=latency_ms,
+                status=status,
+                error_message=error_message,
+                metadata=metadata,
+                timestamp=timestamp,
+            )
+        except Exception:
+            _warn_exc("serla: track_llm() failed unexpectedly; the record is dropped")
             return False
 
     def _track_deferred(
@@ -622,6 +723,8 @@ class Serla:
 
                 _exit.unregister(self._exit_token)
                 self._atexit = None
+            if self._flags is not None:
+                self._flags.close()
             if self._disabled:
                 return True
             return self._worker.close(timeout)
@@ -644,6 +747,8 @@ class Serla:
             ``pending`` (both), ``accepted``, ``sent`` (events the server confirmed), ``batches_sent``,
             ``requests``, ``retried`` (resends of a batch), ``dropped`` (reason -> events: ``invalid_call``,
             ``queue_full``, ``rejected`` (400), ``too_large``, ``server_error``, ``shutdown``),
+            ``healthy`` (the last send succeeded) and ``last_error``. After the first feature flag call,
+            ``flags`` too: requests, cache hits and misses, fallbacks by reason (see ``docs/flags.md``).
             ``healthy`` (the last send succeeded), ``state`` (``up``, ``rate_limited``, ``paused``,
             ``down``), ``last_error``, ``lanes`` (the error and LLM lanes' counters) and ``errors`` (error
             reports before their lane: ``captured``, ``rate_limited``, ``duplicate``...).
@@ -651,9 +756,99 @@ class Serla:
         out = self._worker.stats()
         if self._invalid:
             out["dropped"]["invalid_call"] = self._invalid
+        if self._flags is not None:
+            out["flags"] = self._flags.stats()
         # Error reports before the errors lane: captured, rate_limited, duplicate, dropped_by_hook...
         out["errors"] = self._errors.stats() if self._errors is not None else {}
         return out
+
+    # -- feature flags (serla._flags; docs/flags.md) -----------------------------------------------------
+
+    def get_feature_flag(
+        self,
+        key: str,
+        fallback: Any = False,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> Any:
+        """A feature flag's value for a user: ``True``, ``False`` or the variant key. Never raises.
+
+        Evaluated by the server (``GET /api/v1/flags``) and cached per ``(distinct_id, properties)`` for
+        the server's ``max-age`` (30 s). A cached answer returns in microseconds; a miss waits at most
+        ``flags_timeout``. Any failure (network, timeout, 401, 402, 429, 5xx) returns ``fallback``; the
+        reason is counted in ``stats()["flags"]["fallbacks"]``.
+
+        Args:
+            key: The flag's key.
+            fallback: Returned when the server's answer is unavailable or has no such flag.
+            distinct_id: The user; ``None`` takes the context's (:func:`serla.set_distinct_id`). With
+                none at all, the fallback and a warning (once).
+            properties: Values for the flags' ``property_equals`` conditions.
+
+        Returns:
+            The value, or ``fallback``.
+        """
+        return self._flag_client().get_flag(key, fallback, distinct_id, properties)
+
+    def is_feature_enabled(
+        self,
+        key: str,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> bool:
+        """Whether a flag is on for the user (``True`` or any variant but ``""``/``"off"``); else False.
+
+        Same caching and failure handling as :meth:`get_feature_flag` (the fallback is ``False``).
+        """
+        return self._flag_client().is_enabled(key, distinct_id, properties)
+
+    def get_all_feature_flags(
+        self, *, distinct_id: Optional[str] = None, properties: Optional[Mapping[str, Any]] = None
+    ) -> dict[str, Any]:
+        """Every flag of the project for the user (key -> ``True``/``False``/variant), or ``{}`` on failure.
+
+        Same caching and failure handling as :meth:`get_feature_flag`. Sends no exposure events.
+        """
+        return self._flag_client().get_all(distinct_id, properties)
+
+    async def aget_feature_flag(
+        self,
+        key: str,
+        fallback: Any = False,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> Any:
+        """:meth:`get_feature_flag` for asyncio: a miss is awaited without blocking the event loop."""
+        return await self._flag_client().aget_flag(key, fallback, distinct_id, properties)
+
+    async def ais_feature_enabled(
+        self,
+        key: str,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> bool:
+        """:meth:`is_feature_enabled` for asyncio."""
+        return await self._flag_client().ais_enabled(key, distinct_id, properties)
+
+    async def aget_all_feature_flags(
+        self, *, distinct_id: Optional[str] = None, properties: Optional[Mapping[str, Any]] = None
+    ) -> dict[str, Any]:
+        """:meth:`get_all_feature_flags` for asyncio."""
+        return await self._flag_client().aget_all(distinct_id, properties)
+
+    def _flag_client(self) -> FlagClient:
+        """The client's :class:`serla._flags.FlagClient`, made on first use (``serla._flags`` loads then)."""
+        flags = self._flags
+        if flags is None:
+            with self._worker._lock:
+                flags = self._flags
+                if flags is None:
+                    flags = self._flags = _make_flag_client(self)
+        return flags
 
     @property
     def host(self) -> str:
@@ -736,6 +931,39 @@ class Serla:
             result.error if result.status is None else f"HTTP {result.status} {result.body[:200]!r}",
         )
         return False
+
+
+def _make_flag_client(client: Serla) -> FlagClient:
+    """The client's flag cache. It holds the client weakly: its threads must not keep a client alive."""
+    import weakref
+
+    from serla._flags import FlagClient, getter_factory
+
+    cfg = client._config
+    ref = weakref.ref(client)
+
+    def transport() -> Transport:
+        owner = ref()
+        if owner is None:
+            raise RuntimeError("the client was garbage-collected")
+        return owner._transport_factory()  # read at each call: serla.testing swaps it
+
+    def track(event: str, distinct_id: str, properties: dict[str, Any]) -> bool:
+        owner = ref()
+        return owner.track(event, distinct_id, properties) if owner is not None else False
+
+    flags = FlagClient(
+        getter_factory(transport, cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle),
+        flags_timeout=cfg.flags_timeout,
+        cache_size=cfg.flags_cache_size,
+        track=track,
+        send_events=cfg.send_flag_events,
+    )
+    if cfg.disabled:
+        flags.set_local({})  # a disabled client sends nothing: every flag call returns its fallback
+    if client._shut:
+        flags.close()
+    return flags
 
 
 def _default_transport_factory(cfg: Config) -> Callable[[], Transport]:

@@ -43,6 +43,9 @@ _FIELDS: Final = (
     "capture_trace_context",
     "disabled",
     "proxy",
+    "flags_timeout",
+    "flags_cache_size",
+    "send_flag_events",
     "release",
     "environment",
     "capture_exceptions",
@@ -50,6 +53,8 @@ _FIELDS: Final = (
     "in_app_include",
     "in_app_exclude",
     "project_root",
+    "capture_llm_content",
+    "before_send_llm",
 )
 
 
@@ -80,6 +85,9 @@ class Config:
     capture_trace_context: bool
     disabled: bool
     proxy: Optional[str]
+    flags_timeout: float
+    flags_cache_size: int
+    send_flag_events: bool
     release: Optional[str]
     environment: Optional[str]
     capture_exceptions: bool
@@ -87,6 +95,8 @@ class Config:
     in_app_include: tuple[str, ...]
     in_app_exclude: tuple[str, ...]
     project_root: Optional[str]
+    capture_llm_content: bool
+    before_send_llm: Optional[Callable[[dict[str, Any]], Any]]
 
     def __init__(
         self,
@@ -106,6 +116,9 @@ class Config:
         capture_trace_context: bool = True,
         disabled: bool = False,
         proxy: Optional[str] = None,
+        flags_timeout: float = 1.0,
+        flags_cache_size: int = 10_000,
+        send_flag_events: bool = False,
         release: Optional[str] = None,
         environment: Optional[str] = None,
         capture_exceptions: bool = False,
@@ -113,6 +126,8 @@ class Config:
         in_app_include: Sequence[str] = (),
         in_app_exclude: Sequence[str] = (),
         project_root: Optional[str] = None,
+        capture_llm_content: bool = True,
+        before_send_llm: Optional[Callable[[dict[str, Any]], Any]] = None,
     ) -> None:
         key = api_key
         if not isinstance(key, str) or not key.strip():
@@ -126,6 +141,8 @@ class Config:
         _check_int("batch_size", batch_size)
         _check_int("max_queue_size", max_queue_size)
         _check_int("max_buffer_bytes", max_buffer_bytes)
+        _check_number("flags_timeout", flags_timeout, minimum=0.0, strict=True)
+        _check_int("flags_cache_size", flags_cache_size)
         if batch_size > MAX_BATCH_SIZE:
             log_warning(
                 "serla: batch_size=%d is above the server's limit of %d events per request; using %d",
@@ -142,6 +159,8 @@ class Config:
             proxy = proxy.strip()
             if proxy:
                 parse_proxy(proxy)  # raises ValueError for a URL the transport can't use
+        if before_send_llm is not None and not callable(before_send_llm):
+            raise TypeError("Serla: before_send_llm must be a callable (record -> record or None), or None")
         init = object.__setattr__
         init(self, "api_key", api_key)
         init(self, "host", host)
@@ -158,6 +177,9 @@ class Config:
         init(self, "capture_trace_context", capture_trace_context)
         init(self, "disabled", disabled)
         init(self, "proxy", proxy)
+        init(self, "flags_timeout", flags_timeout)
+        init(self, "flags_cache_size", flags_cache_size)
+        init(self, "send_flag_events", bool(send_flag_events))
         # Error tracking (issue 14): checked here so a wrong option raises at construction.
         for name, text in (
             ("release", release),
@@ -179,6 +201,8 @@ class Config:
         init(self, "in_app_include", _check_modules("in_app_include", in_app_include))
         init(self, "in_app_exclude", _check_modules("in_app_exclude", in_app_exclude))
         init(self, "project_root", project_root or None)
+        init(self, "capture_llm_content", bool(capture_llm_content))
+        init(self, "before_send_llm", before_send_llm)
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _FIELDS)

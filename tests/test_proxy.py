@@ -919,3 +919,49 @@ def test_what_a_proxy_answers_to_connect(answer: bytes, error: str) -> None:
     assert result.error.startswith("ProxyError: the proxy http://127.0.0.1:") and error in result.error
     assert heads[0].startswith(b"CONNECT serla.test:443 HTTP/1.1\r\nHost: serla.test:443\r\n")
     assert KEY.encode() not in heads[0]
+
+
+# -- feature flag requests (serla._flags): their own connections, the same host, CA bundle and proxy ------
+
+
+def test_flag_requests_use_https_with_the_ca_bundle_directly_and_through_a_tunnel(
+    monkeypatch: pytest.MonkeyPatch,
+    server: SerlaServer,
+    front: TlsFront,
+    proxies: Callable[..., ForwardProxy],
+    clients: Callable[..., Serla],
+) -> None:
+    server.flags.define("new-checkout")
+    direct = clients(front.url, flags_timeout=WAIT)
+    assert direct.get_all_feature_flags(distinct_id="u1") == {"new-checkout": True}
+    assert direct.get_all_feature_flags(distinct_id="u2") == {"new-checkout": True}  # the same connection
+    proxy = proxies()
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    tunnelled = clients(front.url, flags_timeout=WAIT)
+    assert tunnelled.is_feature_enabled("new-checkout", distinct_id="u1") is True
+    assert [c.rsplit(" ", 1)[0] for c in proxy.connects] == [f"CONNECT localhost:{front.port}"]
+    assert KEY.encode() not in b"".join(proxy.heads) + bytes(proxy.tunnel_bytes)
+    flag_requests = [r for r in server.requests if r.path == "/api/v1/flags"]
+    assert [r.headers["authorization"] for r in flag_requests] == [f"Bearer {KEY}"] * 3
+
+
+def test_flag_requests_verify_the_certificate(
+    server: SerlaServer, front: TlsFront, clients: Callable[..., Serla]
+) -> None:
+    server.flags.define("new-checkout")
+    c = clients(front.url, ca_bundle=None, flags_timeout=WAIT)  # the system's CAs refuse the test certificate
+    assert c.get_feature_flag("new-checkout", "fb", distinct_id="u1") == "fb"
+    stats = c.stats()["flags"]
+    assert stats["fallbacks"] == {"network_error": 1}
+    assert "CERTIFICATE_VERIFY_FAILED" in str(stats["last_error"])
+    assert not [r for r in server.requests if r.path == "/api/v1/flags"]
+
+
+def test_flag_requests_to_an_http_host_go_through_the_proxy_in_absolute_form(
+    server: SerlaServer, proxies: Callable[..., ForwardProxy], clients: Callable[..., Serla]
+) -> None:
+    server.flags.define("new-checkout")
+    proxy = proxies()
+    c = clients(server.url, proxy=proxy.url, flags_timeout=WAIT)
+    assert c.is_feature_enabled("new-checkout", distinct_id="u1") is True
+    assert proxy.forwarded == [f"GET {server.url}/api/v1/flags?distinct_id=u1 HTTP/1.1"]

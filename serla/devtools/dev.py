@@ -2,16 +2,19 @@
 
 ::
 
-    serla dev [--port 8787] [--host 127.0.0.1] [--db serla-dev.db] [--keep-rejected 100]
-              [--no-rate-limits] [--rate-limit-window 60] [--dedupe] [--quiet] [--open]
+    serla dev [--port 8787] [--host 127.0.0.1] [--db serla-dev.db] [--keep-rejected 100] [--flags flags.json]
+              [--no-rate-limits] [--rate-limit-window 60] [--plan free] [--dedupe] [--quiet] [--open]
 
 It is :class:`serla.devtools.server.SerlaServer` (the same request handling, validation, error bodies and
-per-minute limits as the real Serla server, see ``SERLA_API.md``) with two additions:
+per-minute limits as the real Serla server, see ``SERLA_API.md``) with these additions:
 
 * a :class:`~serla.devtools.store.SQLiteStore`, so events and identities survive restarts (``--db``,
   default ``serla-dev.db`` in the current directory; ``:memory:`` keeps nothing);
 * a web page at ``/`` and JSON endpoints under ``/api/dev/`` listing recent events, identified people,
-  the requests the server refused with its error details, and how many were rate limited (429).
+  the requests the server refused with its error details, and how many were rate limited (429);
+* feature flags for ``GET /api/v1/flags`` (the real evaluation, :mod:`serla.devtools.flags`), defined in a
+  JSON file (``--flags FILE``, re-read when it changes, written back by the page) or with the form at
+  ``/flags``.
 
 Like the real server it enforces the per-minute limits (batch 100 requests a minute; ``--no-rate-limits``
 lifts them) and stores every request, retries included. ``--dedupe`` is an opt-in that stores a request
@@ -42,6 +45,7 @@ from urllib.parse import parse_qs
 
 from serla._version import __version__
 from serla.devtools.errors import register_dev
+from serla.devtools.flags import PAGE_PATH as FLAGS_PAGE
 from serla.devtools.limits import PLAN_QUOTAS, RATE_LIMIT_WINDOW
 from serla.devtools.server import (
     BATCH_PATH,
@@ -241,7 +245,13 @@ class DevServer(SerlaServer):
         for name in _STATIC_TYPES:
             self.add_route("GET", f"/static/{name}", self._guard(self._static))
         self.add_route("POST", CLEAR_API, self._guard(self._clear_api))
+        self.flags.install_page(self._guard)
         self.errors = register_dev(self)  # issue 14: /api/v1/errors in SQLite, the /errors page
+        from serla.devtools.llm import LLM_API, LLM_PAGE, LlmEndpoint, SQLiteLlmStore
+
+        self.llm = LlmEndpoint(self, store=SQLiteLlmStore(store))  # LLM calls in the same file
+        self.add_route("GET", LLM_PAGE, self._guard(self.llm.page))
+        self.add_route("GET", LLM_API, self._guard(self.llm.api))
 
     @property
     def store(self) -> SQLiteStore:
@@ -270,7 +280,7 @@ class DevServer(SerlaServer):
             :class:`~serla.devtools.server.Fault` drops the connection
             (``serla dev`` itself injects none).
         """
-        dev_route = request.path == "/" or request.path.startswith((_DEV_PREFIX, "/static/"))
+        dev_route = request.path in ("/", FLAGS_PAGE) or request.path.startswith((_DEV_PREFIX, "/static/"))
         if not dev_route:
             self._dev_store.reset_duplicate_flag()
         response = super().handle(request)
@@ -417,6 +427,7 @@ class DevServer(SerlaServer):
         if CLEAR_HEADER.lower() not in request.headers:
             return _json_response(403, {"error": f"send the {CLEAR_HEADER} header to clear the database"})
         self.clear()
+        self.llm.clear()
         with self._dup_lock:
             self._duplicates = 0
         return _json_response(200, {"cleared": True})
@@ -517,6 +528,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"how many rejected requests to keep for the page (default: {DEFAULT_KEEP_REJECTED})",
     )
+    parser.add_argument(
+        "--flags",
+        metavar="FILE",
+        help="feature flags for GET /api/v1/flags: a JSON list of definitions, re-read when it changes; "
+        "the form at /flags writes to it (see serla.devtools.flags)",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="don't print a line per request")
     parser.add_argument("--open", action="store_true", help="open the page in a web browser")
     return parser
@@ -573,6 +590,12 @@ def run(
             rate_limit_window=args.rate_limit_window,
             log=None if args.quiet else say,
         )
+        if getattr(args, "flags", None):
+            try:
+                server.flags.load(args.flags, missing_ok=True)  # the form creates it
+            except (OSError, ValueError) as exc:
+                err.write(f"serla dev: cannot use --flags {args.flags}: {exc}\n")
+                return 2
         try:
             server.start()
         except OSError as exc:
@@ -630,6 +653,9 @@ def _banner(
         quota = PLAN_QUOTAS[args.plan]
         quota_text = "no monthly quota" if quota is None else f"a quota of {quota:,} events a month"
         say(f"  plan:         {args.plan} ({quota_text})")
+    flags = server.flags.definitions()
+    source = f"from {args.flags}" if getattr(args, "flags", None) else "in memory"
+    say(f"  flags:        {len(flags)} {source}; define them at {url}/flags")
     if args.dedupe:
         say(
             "  dedupe:       on (--dedupe): a retry whose X-Idempotency-Key is stored is not stored again;"

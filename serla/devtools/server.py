@@ -54,6 +54,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from serla._version import __version__
 from serla.devtools import ingest
+from serla.devtools.flags import FlagRoute
 from serla.devtools.limits import (
     PLAN_FEATURES,
     RATE_LIMIT_WINDOW,
@@ -70,8 +71,10 @@ from serla.devtools.wire import (
     CORS_HEADERS,
     ERRORS_PATH,
     EVENTS_PATH,
+    FLAGS_PATH,
     IDENTIFY_PATH,
     JSON_TYPE,
+    LLM_PATH,
     TEXT_TYPE,
     Caller,
     Endpoint,
@@ -83,6 +86,7 @@ from serla.devtools.wire import (
 
 if TYPE_CHECKING:
     from serla.devtools.errors import ErrorsEndpoint
+    from serla.devtools.llm import LlmEndpoint
 
 __all__ = [
     "BATCH_PATH",
@@ -103,11 +107,20 @@ __all__ = [
     "serve",
 ]
 
+FLAGS_CORS: Final[Mapping[str, str]] = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Idempotency-Key",
+}
 ROUTES: Final[dict[str, Endpoint]] = {
     BATCH_PATH: ingest.BATCH,
     EVENTS_PATH: ingest.EVENTS,
     IDENTIFY_PATH: ingest.IDENTIFY,
     ERRORS_PATH: Endpoint(("POST",), lambda server, request: server.errors.handle(request), "errors", 204),
+    LLM_PATH: Endpoint(("POST",), lambda server, request: server.llm.handle(request), "llm", 204),
+    FLAGS_PATH: Endpoint(
+        ("GET",), lambda server, request: server.flags.handle(request), "flags", 204, FLAGS_CORS
+    ),
 }
 # Registering an endpoint module is one line above: ``PATH: Endpoint(methods, handler, bucket, preflight)``.
 """The Serla routes: path -> endpoint. A new endpoint module adds one line here, e.g.
@@ -278,9 +291,13 @@ class SerlaServer:
 
     Attributes:
         errors: ``POST /api/v1/errors`` (:class:`serla.devtools.errors.ErrorsEndpoint`): its reports.
+        llm: ``POST /api/v1/llm`` (:class:`serla.devtools.llm.LlmEndpoint`): its rows.
+        flags: ``GET /api/v1/flags`` (:class:`serla.devtools.flags.FlagRoute`): its definitions.
     """
 
     errors: ErrorsEndpoint
+    llm: LlmEndpoint
+    flags: FlagRoute
 
     def __init__(
         self,
@@ -378,6 +395,7 @@ class SerlaServer:
         self._default_project = Project(DEFAULT_PROJECT, plan=plan)
         self._store: Store = MemoryStore() if store is None else store
         self._limiter = RateLimiter(limits, window=rate_limit_window, clock=clock, wall_clock=wall_clock)
+        self._clock = clock
         self._wall_clock = wall_clock
         self._dedupe = dedupe
         self._max_body_size = max_body_size
@@ -390,6 +408,7 @@ class SerlaServer:
         self._faults: deque[Fault] = deque()
         self._default_fault: Fault | None = None
         self._routes: dict[tuple[str, str], RouteHandler] = {}
+        self.flags = FlagRoute(self)  # GET /api/v1/flags, with the real evaluation (serla.devtools.flags)
 
         self._lifecycle = threading.Lock()
         self._stopping = threading.Event()
@@ -403,6 +422,9 @@ class SerlaServer:
         from serla.devtools.errors import register as register_errors  # issue 14: POST /api/v1/errors
 
         self.errors = register_errors(self)
+        from serla.devtools.llm import LlmEndpoint  # POST /api/v1/llm, as the real route
+
+        self.llm = LlmEndpoint(self)
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
