@@ -34,8 +34,8 @@ from serla._encode import format_timestamp
 from serla._llm import MAX_IO_BYTES, json_size
 from serla.devtools.limits import RATE_LIMIT_WINDOW
 from serla.devtools.validation import MALFORMED as _MALFORMED
+from serla.devtools.validation import MISSING, is_valid_timestamp
 from serla.devtools.validation import format_issue as _format_issue
-from serla.devtools.validation import is_valid_timestamp
 from serla.devtools.validation import too_big as _too_big
 from serla.devtools.validation import too_small as _too_small
 from serla.devtools.validation import type_issue as _type_issue
@@ -258,7 +258,7 @@ def validate_generation(body: Any) -> tuple[dict[str, Any] | None, list[dict[str
             gen[key] = value
     model = body.get("model")
     if type(model) is not str:
-        issues.append(_type_issue("string", model if "model" in body else _Missing, ["model"]))
+        issues.append(_type_issue("string", model if "model" in body else MISSING, ["model"]))
     elif not model:
         issues.append(_too_small("string", 1, ["model"]))
     elif _utf16_len(model) > 200:
@@ -326,14 +326,6 @@ def validate_generation(body: Any) -> tuple[dict[str, Any] | None, list[dict[str
         else:
             gen["timestamp"] = stamp
     return (None, issues) if issues else (gen, [])
-
-
-class _MissingType:
-    def __repr__(self) -> str:
-        return "undefined"
-
-
-_Missing: Final = _MissingType()
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -457,6 +457,37 @@ def corpus(tok: str, session: str) -> list[Case]:
             "flags route (free, 402)", path="/api/v1/flags", method="GET", body=None, auth="Bearer {key:free}"
         )
     )
+    for path in ("/api/v1/errors", "/api/v1/llm", "/api/v1/flags"):
+        method = "GET" if "flags" in path else "POST"
+        cases.append(Case(f"OPTIONS {path}", path=path, method="OPTIONS", body=None, auth=None))
+        cases.append(Case(f"PUT {path}", path=path, method="PUT", body=b"{}"))
+        cases.append(Case(f"{path} without a key", path=path, method=method, body=b"{}", auth=None))
+    errors, llm = "/api/v1/errors", "/api/v1/llm"
+    cases.append(
+        Case(
+            "errors, public key",
+            path=errors,
+            body=_j({"message": "boom", "type": "E"}),
+            auth="Bearer {key:public}",
+        )
+    )
+    cases.append(Case("errors, malformed", path=errors, body=b"{"))
+    cases.append(Case("errors, bad level", path=errors, body=_j({"message": "m", "level": "fatal"})))
+    cases.append(
+        Case("llm (max)", path=llm, body=_j({"model": "gpt-4o", "inputTokens": 3, "outputTokens": 4}))
+    )
+    cases.append(Case("llm, malformed", path=llm, body=b"{"))
+    cases.append(Case("llm, float tokens", path=llm, body=_j({"model": "m", "inputTokens": 1.5})))
+    cases.append(Case("llm, no model", path=llm, body=_j({"provider": "x"})))
+    flags_query = Case(
+        "flags, api_key query",
+        path="/api/v1/flags",
+        method="GET",
+        body=None,
+        auth=None,
+        query="api_key={key:max}",
+    )
+    cases.append(flags_query)
     return cases
 
 
