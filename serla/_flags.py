@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, Callable, Final, Optional, Union
 
-    from serla._config import Proxy
+    from serla._proxy import Proxy
 
     FlagValue = Union[bool, str]
 

@@ -142,6 +142,10 @@ class CaptureTransport:
             logger.warning("serla.testing: capture failed", exc_info=True)
             return SendResult(None, error=f"capture failed: {type(exc).__name__}: {exc}")
 
+    def get(self, path_with_query: str, headers: dict[str, str]) -> SendResult:
+        """GET requests are not captured: answered ``404``, as by a server without that route."""
+        return SendResult(404, b'{"error":"Not found"}')
+
     def close(self) -> None:
         """Nothing to release."""
 

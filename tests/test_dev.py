@@ -904,8 +904,8 @@ def test_page_shows_new_events_without_a_reload(tmp_path: Path) -> None:
         sent: list[int] = []
 
         def send_during_the_second_poll() -> None:
-            # GET /, its script and style, five first-round fetches, then the first of the second round.
-            if server.wait_for_requests(9, timeout=30):
+            # GET /, its script and style, six first-round fetches, then the first of the second round.
+            if server.wait_for_requests(10, timeout=30):
                 sent.append(batch(server.url, {"name": "arrived_later", "distinctId": "u9"}).status)
 
         sender = threading.Thread(target=send_during_the_second_poll)

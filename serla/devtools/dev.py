@@ -77,6 +77,7 @@ IDENTITIES_API: Final = "/api/dev/identities"
 REJECTED_API: Final = "/api/dev/rejected"
 STATUS_API: Final = "/api/dev/status"
 CLEAR_API: Final = "/api/dev/clear"
+SESSIONS_API: Final = "/api/dev/sessions"
 CLEAR_HEADER: Final = "X-Serla-Dev"
 """``POST /api/dev/clear`` needs this header (any value): a cross-site form or ``fetch`` can't send it."""
 
@@ -187,6 +188,7 @@ class DevServer(SerlaServer):
     * ``GET /api/dev/rejected?limit=&status=``: requests the server refused, with its error details
       (``status=429``: the rate-limited ones);
     * ``GET /api/dev/status``: the limits in effect, dedupe, and how many requests were answered 429;
+    * ``GET /api/dev/sessions?limit=``: the newest events grouped by session id and by ``$groups``;
     * ``POST /api/dev/clear`` (with an ``X-Serla-Dev`` header): forget everything.
 
     The ``/`` and ``/api/dev/`` routes send no CORS headers, and when the server listens on a loopback
@@ -245,6 +247,7 @@ class DevServer(SerlaServer):
         for name in _STATIC_TYPES:
             self.add_route("GET", f"/static/{name}", self._guard(self._static))
         self.add_route("POST", CLEAR_API, self._guard(self._clear_api))
+        self.add_route("GET", SESSIONS_API, self._guard(self._sessions_api))
         self.flags.install_page(self._guard)
         self.errors = register_dev(self)  # issue 14: /api/v1/errors in SQLite, the /errors page
         from serla.devtools.llm import LLM_API, LLM_PAGE, LlmEndpoint, SQLiteLlmStore
@@ -412,6 +415,9 @@ class DevServer(SerlaServer):
             distinct_id=params.get("distinct_id") or None, limit=_limit(params, 100)
         )
         return _json_response(200, {"identities": people, "total": total})
+
+    def _sessions_api(self, request: RecordedRequest) -> Response:
+        return _json_response(200, self._dev_store.sessions(limit=_limit(_params(request), 50)))
 
     def _rejected_api(self, request: RecordedRequest) -> Response:
         params = _params(request)

@@ -792,6 +792,74 @@ class SQLiteStore:
             )
         return out, int(matching)
 
+    def sessions(self, *, limit: int = 50, scan: int = 2000) -> dict[str, Any]:
+        """Group the newest ``scan`` events by the session id the client sent, and by ``$groups``.
+
+        Events sent without a ``sessionId`` are only counted (``withoutSession``): the real server makes
+        one session of each.
+
+        Returns:
+            ``{"sessions": [...], "groups": [...], "withoutSession": n, "scanned": n}``. Each session (the
+            most recently active first, at most ``limit``) has ``sessionId``, ``events``, ``names`` (the
+            first 20, in order), ``distinctIds``, ``groups`` (``{type: [ids]}``), ``firstReceivedAt`` and
+            ``lastReceivedAt``; each group ``type``, ``id``, ``events``, ``distinctIds`` and
+            ``lastReceivedAt``.
+        """
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT data, received_at, session_id FROM events ORDER BY seq DESC LIMIT ?", [scan]
+            ).fetchall()
+        sessions: dict[str, dict[str, Any]] = {}
+        groups: dict[tuple[str, str], dict[str, Any]] = {}
+        without = 0
+        for order, (text, received_at, session_id) in enumerate(reversed(rows)):  # oldest first
+            data = _loads(text)
+            props = data.get("properties")
+            pairs = props.get("$groups") if isinstance(props, dict) else None
+            pairs = {str(k): str(v) for k, v in pairs.items()} if isinstance(pairs, dict) else {}
+            user = data.get("distinctId") if isinstance(data.get("distinctId"), str) else None
+            for pair in pairs.items():
+                group = groups.setdefault(pair, {"type": pair[0], "id": pair[1], "events": 0, "users": set()})
+                group["events"] += 1
+                group["lastReceivedAt"] = received_at
+                group["order"] = order
+                if user is not None:
+                    group["users"].add(user)
+            if "sessionId" not in data:
+                without += 1
+                continue
+            session = sessions.pop(session_id, None) or {
+                "sessionId": session_id,
+                "events": 0,
+                "names": [],
+                "users": set(),
+                "groups": {},
+                "firstReceivedAt": received_at,
+            }
+            sessions[session_id] = session  # re-inserted: the dict stays ordered by last activity
+            session["events"] += 1
+            session["lastReceivedAt"] = received_at
+            if len(session["names"]) < 20:
+                session["names"].append(data.get("name"))
+            if user is not None:
+                session["users"].add(user)
+            for key, value in pairs.items():
+                ids = session["groups"].setdefault(key, [])
+                if value not in ids:
+                    ids.append(value)
+        out = []
+        for session in list(reversed(sessions.values()))[:limit]:
+            session["distinctIds"] = sorted(session.pop("users"))
+            session["firstReceivedAt"] = iso(session["firstReceivedAt"])
+            session["lastReceivedAt"] = iso(session["lastReceivedAt"])
+            out.append(session)
+        group_list = sorted(groups.values(), key=lambda g: -g["order"])[:limit]  # most recently active first
+        for group in group_list:
+            del group["order"]
+            group["distinctIds"] = sorted(group.pop("users"))
+            group["lastReceivedAt"] = iso(group["lastReceivedAt"])
+        return {"sessions": out, "groups": group_list, "withoutSession": without, "scanned": len(rows)}
+
     def people(self, *, distinct_id: str | None = None, limit: int = 100) -> tuple[list[dict[str, Any]], int]:
         """Return identified people, most recently updated first.
 

@@ -6,7 +6,7 @@
   nameInput.value = query.get("name") || "";
   idInput.value = query.get("distinct_id") || "";
   if (["50", "100", "500", "1000"].includes(query.get("limit"))) limitInput.value = query.get("limit");
-  let shown = { events: "", rejected: "", limited: "", people: "" };
+  let shown = { events: "", rejected: "", limited: "", people: "", sessions: "" };
   let timer = null;
 
   function node(tag, cls, text) {
@@ -174,20 +174,56 @@
     $("people-body").replaceChildren(rows);
   }
 
+  function renderSessions(data) {
+    const key = JSON.stringify(data);
+    if (key === shown.sessions) return;
+    shown.sessions = key;
+    $("sessions-count").textContent = "(" + data.sessions.length + ")";
+    $("groups-count").textContent = "(" + data.groups.length + ")";
+    $("without-session").textContent = data.withoutSession
+      ? data.withoutSession + " of the last " + data.scanned + " events came without one (one session each)."
+      : "";
+    const rows = document.createDocumentFragment();
+    for (const s of data.sessions) {
+      const tr = node("tr", "session");
+      cell(tr, "mono", node("span", "", s.sessionId));
+      cell(tr, "distinct-id", node("span", "", s.distinctIds.join(", ")));
+      cell(tr, "mono", node("span", "", String(s.events)));
+      cell(tr, "", node("span", "", s.names.join(" → ")));
+      cell(tr, "properties", node("pre", "", pretty(s.groups)));
+      cell(tr, "mono", localTime(s.lastReceivedAt));
+      rows.append(tr);
+    }
+    $("sessions-body").replaceChildren(rows);
+    const groups = document.createDocumentFragment();
+    for (const g of data.groups) {
+      const tr = node("tr", "group");
+      cell(tr, "", node("span", "", g.type));
+      cell(tr, "mono", node("span", "", g.id));
+      cell(tr, "mono", node("span", "", String(g.events)));
+      cell(tr, "distinct-id", node("span", "", g.distinctIds.join(", ")));
+      cell(tr, "mono", localTime(g.lastReceivedAt));
+      groups.append(tr);
+    }
+    $("groups-body").replaceChildren(groups);
+  }
+
   async function refresh() {
     const params = filterParams();
     if (!params.has("limit")) params.set("limit", limitInput.value);
     try {
-      const [events, rejected, people, status, limited] = await Promise.all([
+      const [events, rejected, people, status, limited, sessions] = await Promise.all([
         getJSON("/api/dev/events", params),
         getJSON("/api/dev/rejected", new URLSearchParams({ limit: "50" })),
         getJSON("/api/dev/identities", new URLSearchParams({ limit: "100" })),
         getJSON("/api/dev/status"),
         getJSON("/api/dev/rejected", new URLSearchParams({ limit: "10", status: "429" })),
+        getJSON("/api/dev/sessions", new URLSearchParams({ limit: "50" })),
       ]);
       renderEvents(events);
       renderRejected(rejected);
       renderLimited(status, limited);
+      renderSessions(sessions);
       renderPeople(people);
       $("status").className = "up";
       const mode = live.checked ? "live" : "paused";
@@ -210,7 +246,7 @@
   $("clear").addEventListener("click", async () => {
     if (!confirm("Delete every stored event, person and rejected request?")) return;
     await fetch("/api/dev/clear", { method: "POST", headers: { "X-Serla-Dev": "clear" } });
-    shown = { events: "", rejected: "", limited: "", people: "" };
+    shown = { events: "", rejected: "", limited: "", people: "", sessions: "" };
     refresh();
   });
   refresh().then(schedule);
