@@ -1,6 +1,6 @@
 """Fidelity: the local contract server answers and stores what the real Serla server does.
 
-The same raw requests (a corpus of about 150: good and bad events, timestamps, batch sizes, JSON oddities,
+The same raw requests (a corpus of over 200: good and bad events, timestamps, batch sizes, JSON oddities,
 numbers JavaScript reads differently, ``__proto__``, sessions, keys and scopes, identify, methods, paths)
 go to the real server and to a fresh :class:`~serla.devtools.server.SerlaServer` whose projects mirror the
 harness's (its own keys: a max project with a secret and a public key, a free one, a rate-limit one, a quota
