@@ -169,7 +169,9 @@ class CapturedEvents:
 
         # An in-process server that is never started: no socket, no thread. Only its request handling is
         # used, so the capture validates and stores exactly like the local server (and the real one).
-        self._server: SerlaServer = SerlaServer(max_recorded_requests=10_000)
+        # Without the real per-minute limits: a unit test's many quick flushes are not a fleet's load (the
+        # limits are the contract server's default, tested there and against the real server).
+        self._server: SerlaServer = SerlaServer(max_recorded_requests=10_000, rate_limits=False)
         self._lock = threading.Lock()
         self._clients: list[Serla] = []  # flushed before every read
         self._all_clients: list[Serla] = []  # including detached ones, for assertion messages

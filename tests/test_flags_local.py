@@ -39,7 +39,7 @@ def get(
 
 
 def test_the_route_answers_like_the_real_one() -> None:
-    with SerlaServer(api_keys={"sk_live_a", "sk_live_free"}, rate_limit=2) as server:
+    with SerlaServer(api_keys={"sk_live_a", "sk_live_free"}, rate_limits={"flags": 2}) as server:
         server.flags.define("on")
         server.flags.payment_required_keys.add("sk_live_free")
         status, headers, body = get(

@@ -429,9 +429,8 @@ class FlagRoute:
     _mtime: float | None = None
     _token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
 
-    def __post_init__(self) -> None:
-        self.server.add_route("GET", FLAGS_PATH, self.handle)
-        self.server.add_route("OPTIONS", FLAGS_PATH, self._preflight)
+    # The server's routing table (serla.devtools.server.ROUTES) sends GET /api/v1/flags to handle() and
+    # answers OPTIONS (204) and other methods (405) itself.
 
     # -- definitions ---------------------------------------------------------------------------------
 
@@ -517,24 +516,19 @@ class FlagRoute:
 
     # -- HTTP ----------------------------------------------------------------------------------------
 
-    def _preflight(self, request: RecordedRequest) -> Response:
-        from serla.devtools.server import Response
-
-        return Response(204, b"", _CORS)
-
     def handle(self, request: RecordedRequest) -> Response:
         """Answer ``GET /api/v1/flags`` like the real route: auth, plan, rate limit, evaluation."""
         from serla.devtools.server import Response
 
         server = self.server
-        api_key = server._authenticate(request, allow_query=True)
-        if api_key is None:
-            return _json(401, {"error": "Invalid API key"})
-        if api_key in self.payment_required_keys:
+        caller = server.authenticate(request, cors=_CORS)  # the header only, like the real route
+        if isinstance(caller, Response):
+            return caller
+        if caller.key in self.payment_required_keys:
             return _json(402, {"error": "Feature flags require the Hobby plan or above"})
-        limited = server._check_rate_limit(FLAGS_PATH)
-        if limited is not None:
-            return Response(limited.status, limited.body, {**limited.headers, **_CORS})
+        refused = server.check_limits(caller, bucket="flags", cors=_CORS)
+        if refused is not None:
+            return refused
         query = parse_qs(request.query, keep_blank_values=True, errors="replace")
         distinct_id = (query.get("distinct_id") or [""])[0]
         properties = decode_properties((query.get("properties") or [""])[0])
