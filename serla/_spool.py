@@ -57,6 +57,7 @@ DEFAULT_BUSY_TIMEOUT: Final = 2.0
 """How long an operation waits for another process's write lock before the spool is given up."""
 
 LANES: Final = ("events", "errors", "llm")
+_WAL_LIMIT: Final = 4 * 1024 * 1024
 
 # A forked child's copies of the parent's connections: never closed (see ``Spool.after_fork``).
 _ABANDONED: list[Any] = []
@@ -231,6 +232,7 @@ class Spool:
         self._conn: sqlite3.Connection | None = None
         self._inode: int | None = None  # the file opened, to move aside only that one if it is corrupt
         self._closed = False
+        self._identity_saved = False  # the host and key hint, for ``status``: saved with the first batch
         self._conn = self._open()
 
     # -- opening -----------------------------------------------------------------------------------------
@@ -262,17 +264,13 @@ class Spool:
             if not mode or str(mode[0]).lower() != "wal":
                 raise SpoolUnavailable("io_error", f"the spool file can't use WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")  # the WAL shrinks back after a checkpoint
             check = conn.execute("PRAGMA quick_check").fetchone()
             if not check or check[0] != "ok":
                 raise SpoolUnavailable("corrupt", f"the spool file is corrupt: {check!r}")
             if self._inode is None:
                 self._inode = os.stat(self.path).st_ino
             self._migrate(conn)
-            if self._tag is not None:
-                conn.execute(
-                    "INSERT OR REPLACE INTO identities (tag, host, key_hint) VALUES (?, ?, ?)",
-                    (self._tag, self.host, self._hint),
-                )
             return conn
         except (sqlite3.Error, OSError, ValueError) as exc:
             _close_quietly(conn)
@@ -377,6 +375,11 @@ class Spool:
                     if used + size > self.max_bytes:
                         conn.execute("ROLLBACK")
                         return 0
+                    if not self._identity_saved:
+                        conn.execute(
+                            "INSERT OR REPLACE INTO identities (tag, host, key_hint) VALUES (?, ?, ?)",
+                            (tag, self.host, self._hint),
+                        )
                     cur = conn.execute(
                         "INSERT OR IGNORE INTO batches (tag, lane, key, created, events, bytes, payload)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -388,6 +391,7 @@ class Spool:
                     raise
             except (sqlite3.Error, OSError) as exc:
                 raise classify(exc) from None
+            self._identity_saved = True
         return len(items) if cur.rowcount == 1 else 0
 
     def lease(self, lane: str, max_batches: int = 1) -> list[SpooledBatch]:
@@ -440,16 +444,30 @@ class Spool:
             out.append(SpooledBatch(row_id, lane, key, items, created, attempts + 1, self._owner))
         return out
 
-    def ack(self, batch: SpooledBatch) -> None:
-        """Delete a batch that was delivered (or that the server refused for good).
+    def ack(self, *batches: SpooledBatch) -> None:
+        """Delete batches that were delivered (or that the server refused for good), in one transaction.
 
-        Deleted whoever holds it now: if this process's lease had expired and another process took the
+        Deleted whoever holds them now: if this process's lease had expired and another process took a
         batch, both send it with the same idempotency key and the server counts it once.
 
         Raises:
             SpoolUnavailable: If the spool can't be written.
         """
-        self._write("DELETE FROM batches WHERE id = ?", (batch.id,))
+        if len(batches) == 1:
+            self._write("DELETE FROM batches WHERE id = ?", (batches[0].id,))
+            return
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany("DELETE FROM batches WHERE id = ?", [(b.id,) for b in batches])
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
+            except (sqlite3.Error, OSError) as exc:
+                raise classify(exc) from None
 
     def release(self, batch: SpooledBatch) -> None:
         """Give a leased batch back, for this or another process to send later (e.g. at shutdown).
@@ -459,7 +477,7 @@ class Spool:
         """
         self._write(
             "UPDATE batches SET lease_until = 0, lease_owner = NULL WHERE id = ? AND lease_owner = ?",
-            (batch.id, batch.owner),
+            (batch.id, self._owner),
         )
 
     def extend(self, batch: SpooledBatch) -> bool:
@@ -476,7 +494,7 @@ class Spool:
         return (
             self._write(
                 "UPDATE batches SET lease_until = ? WHERE id = ? AND lease_owner = ?",
-                (now + self.lease_seconds, batch.id, batch.owner),
+                (now + self.lease_seconds, batch.id, self._owner),
             )
             == 1
         )
