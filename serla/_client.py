@@ -9,6 +9,7 @@ from _weakref import ref as weakref_ref
 
 from serla._config import (
     DEFAULT_HOST,
+    DEFAULT_SPOOL_MAX_BYTES,
     Config,
     add_null_handler,
     env_disabled,
@@ -92,6 +93,14 @@ class Serla:
             ``trace_id`` and ``span_id`` (hex) to the event's properties (unless you set those keys).
         disabled: Accept and check calls but send nothing and start no thread. ``None`` (the default)
             reads the ``SERLA_DISABLED`` environment variable.
+        spool_dir: A directory for a durable spool (see ``docs/spool.md``): accepted events are written
+            there (by the flusher thread, within about a second) and delivered from there, so what can't
+            be delivered before exit, during an outage or a rate limit, or before a ``kill -9`` is sent
+            by the next client with the same directory, host and API key. Several processes may share
+            one. ``None`` (the default) reads ``SERLA_SPOOL_DIR``; ``""`` or unset: no spool. A spool
+            that can't be used gives one warning and the client works in memory.
+        spool_max_bytes: The most bytes of events the spool directory holds (default 100 MiB); past it
+            events are dropped, counted (``stats()["dropped"]["spool_full"]``) and warned about.
 
     Raises:
         ValueError: For an empty ``api_key`` or any other bad option value.
@@ -115,6 +124,8 @@ class Serla:
         proxy: Optional[str] = None,
         capture_trace_context: bool = True,
         disabled: Optional[bool] = None,
+        spool_dir: Optional[str] = None,
+        spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
         _transport_factory: Optional[Callable[[], Transport]] = None,
         _policy: Optional[RetryPolicy] = None,
         _clock: Optional[Callable[[], float]] = None,
@@ -134,6 +145,8 @@ class Serla:
             capture_trace_context=capture_trace_context,
             disabled=env_disabled() if disabled is None else bool(disabled),
             proxy=proxy,
+            spool_dir=_env_spool_dir() if spool_dir is None else spool_dir,
+            spool_max_bytes=spool_max_bytes,
         )
         cfg = self._config
         if debug:
@@ -159,6 +172,7 @@ class Serla:
             max_queue_size=cfg.max_queue_size,
             block_on_full=cfg.block_on_full_seconds,
             policy=_policy,
+            spool_opener=None if cfg.spool_dir is None or cfg.disabled else _spool_opener(cfg),
         )
         self._put = self._worker.put
         self._atexit: Callable[[], None] | None = None
@@ -478,6 +492,27 @@ def _default_transport_factory(cfg: Config) -> Callable[[], Transport]:
         return HttpTransport(cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle, proxy)
 
     return factory
+
+
+def _env_spool_dir() -> Optional[str]:
+    import os
+
+    return os.environ.get("SERLA_SPOOL_DIR") or None
+
+
+def _spool_opener(cfg: Config) -> Callable[[Any], Any]:
+    """Opens the spool (``serla._spool`` loads ``sqlite3`` then, on the flusher thread) for a worker."""
+
+    def opener(worker: Any) -> Any:
+        from serla._spool import Spool, SpoolPump
+
+        lease = max(30.0, 3 * cfg.timeout)  # outlives a request; a holder's death is noticed after it
+        spool = Spool(
+            cfg.spool_dir or "", cfg.host, cfg.api_key, max_bytes=cfg.spool_max_bytes, lease_seconds=lease
+        )
+        return SpoolPump(worker, spool)
+
+    return opener
 
 
 _get_context_id: Callable[[], str | None] | None = None

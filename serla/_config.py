@@ -40,7 +40,10 @@ _FIELDS: Final = (
     "capture_trace_context",
     "disabled",
     "proxy",
+    "spool_dir",
+    "spool_max_bytes",
 )
+DEFAULT_SPOOL_MAX_BYTES = 100 * 1024 * 1024  # serla._spool.DEFAULT_MAX_BYTES (not imported: it loads sqlite3)
 
 
 class Config:
@@ -69,6 +72,8 @@ class Config:
     capture_trace_context: bool
     disabled: bool
     proxy: Optional[str]
+    spool_dir: Optional[str]
+    spool_max_bytes: int
 
     def __init__(
         self,
@@ -86,6 +91,8 @@ class Config:
         capture_trace_context: bool = True,
         disabled: bool = False,
         proxy: Optional[str] = None,
+        spool_dir: Optional[str] = None,
+        spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
     ) -> None:
         key = api_key
         if not isinstance(key, str) or not key.strip():
@@ -115,6 +122,11 @@ class Config:
             proxy = proxy.strip()
             if proxy:
                 parse_proxy(proxy)  # raises ValueError for a URL the transport can't use
+        if spool_dir is not None:
+            if not isinstance(spool_dir, (str, os.PathLike)):
+                raise TypeError("Serla: spool_dir must be a directory path (str or os.PathLike) or None")
+            spool_dir = os.fspath(spool_dir) or None
+        _check_int("spool_max_bytes", spool_max_bytes)
         init = object.__setattr__
         init(self, "api_key", api_key)
         init(self, "host", host)
@@ -130,6 +142,8 @@ class Config:
         init(self, "capture_trace_context", capture_trace_context)
         init(self, "disabled", disabled)
         init(self, "proxy", proxy)
+        init(self, "spool_dir", spool_dir)
+        init(self, "spool_max_bytes", spool_max_bytes)
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _FIELDS)
@@ -161,7 +175,7 @@ class Config:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Config:
-        """Build a config from ``SERLA_API_KEY``, ``SERLA_HOST`` and ``SERLA_DISABLED``.
+        """Build a config from ``SERLA_API_KEY``, ``SERLA_HOST``, ``SERLA_SPOOL_DIR`` and ``SERLA_DISABLED``.
 
         Args:
             environ: The environment to read (default ``os.environ``).
@@ -176,6 +190,8 @@ class Config:
             values["api_key"] = env["SERLA_API_KEY"]
         if env.get("SERLA_HOST"):
             values["host"] = env["SERLA_HOST"]
+        if env.get("SERLA_SPOOL_DIR"):
+            values["spool_dir"] = env["SERLA_SPOOL_DIR"]
         if env_disabled(env):
             values["disabled"] = True
             values.setdefault("api_key", "disabled")

@@ -38,6 +38,7 @@ Only the standard library (``sqlite3``, ``hashlib``); imported by the worker whe
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import os
@@ -45,6 +46,8 @@ import sqlite3
 import threading
 import time
 from typing import Any, Callable, Final, Optional
+
+from serla._config import log_debug, warn_limited
 
 SCHEMA_VERSION: Final = 1
 """The schema this version of serla-py writes."""
@@ -394,6 +397,102 @@ class Spool:
             self._identity_saved = True
         return len(items) if cur.rowcount == 1 else 0
 
+    def extend_row(self, lane: str, key: str, items: list[bytes], max_events: int, max_bytes: int) -> bool:
+        """Add items to the end of this host and key's batch ``key`` while nobody holds it.
+
+        For a writer that spools often (every second) but wants full requests: the batch grows until it
+        is leased. Refused when the batch is leased (or gone), would hold more than ``max_events`` events
+        or ``max_bytes`` bytes, or the spool would go past ``max_bytes`` of the spool.
+
+        Returns:
+            True when the items were added.
+
+        Raises:
+            SpoolUnavailable: If the spool can't be written.
+        """
+        tag = self._need_identity()
+        size = sum(map(len, items))
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    row = conn.execute(
+                        "SELECT id, events, bytes, payload FROM batches"
+                        " WHERE tag = ? AND lane = ? AND key = ? AND lease_until = 0 AND lease_owner IS NULL",
+                        (tag, lane, key),
+                    ).fetchone()
+                    ok = row is not None and row[1] + len(items) <= max_events and row[2] + size <= max_bytes
+                    if ok:
+                        used = conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM batches").fetchone()[0]
+                        ok = used + size <= self.max_bytes
+                    if ok:
+                        conn.execute(
+                            "UPDATE batches SET payload = ?, events = events + ?, bytes = bytes + ?"
+                            " WHERE id = ?",
+                            (bytes(row[3]) + pack(items), len(items), size, row[0]),
+                        )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
+            except (sqlite3.Error, OSError) as exc:
+                raise classify(exc) from None
+        return ok
+
+    def replace(self, batch: SpooledBatch, items: list[bytes]) -> None:
+        """Keep only ``items`` of a leased batch (the rest was delivered or dropped) and release it.
+
+        Raises:
+            SpoolUnavailable: If the spool can't be written.
+        """
+        if not items:
+            self.ack(batch)
+            return
+        self._write(
+            "UPDATE batches SET payload = ?, events = ?, bytes = ?, lease_until = 0, lease_owner = NULL"
+            " WHERE id = ? AND lease_owner = ?",
+            (pack(items), len(items), sum(map(len, items)), batch.id, self._owner),
+        )
+
+    def present(self, ids: list[int]) -> set[int]:
+        """Which of these row ids are still in the spool.
+
+        Raises:
+            SpoolUnavailable: If the spool can't be read.
+        """
+        if not ids:
+            return set()
+        out: set[int] = set()
+        with self._lock:
+            conn = self._connection()
+            try:
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    rows = conn.execute(f"SELECT id FROM batches WHERE id IN ({marks})", chunk).fetchall()
+                    out.update(row[0] for row in rows)
+            except (sqlite3.Error, OSError) as exc:
+                raise classify(exc) from None
+        return out
+
+    def row_ids(self, lane: str) -> dict[int, int]:
+        """Row id -> events, for this host and key's batches in ``lane`` (leased or not).
+
+        Raises:
+            SpoolUnavailable: If the spool can't be read.
+        """
+        tag = self._need_identity()
+        with self._lock:
+            conn = self._connection()
+            try:
+                rows = conn.execute(
+                    "SELECT id, events FROM batches WHERE tag = ? AND lane = ?", (tag, lane)
+                ).fetchall()
+            except (sqlite3.Error, OSError) as exc:
+                raise classify(exc) from None
+        return {int(i): int(n) for i, n in rows}
+
     def lease(self, lane: str, max_batches: int = 1) -> list[SpooledBatch]:
         """Take up to ``max_batches`` of this host and key's batches that nobody holds, oldest first.
 
@@ -627,3 +726,457 @@ def _close_quietly(conn: sqlite3.Connection | None) -> None:
         return
     with contextlib.suppress(sqlite3.Error):
         conn.close()
+
+
+# -- the worker's side -------------------------------------------------------------------------------------
+
+SPOOL_DELAY: Final = 1.0
+"""The longest an accepted event waits in memory before the flusher writes it to the spool, in seconds."""
+_SCAN_INTERVAL: Final = 5.0  # how often an idle pump looks for rows whose holder died
+_POLL: Final = 0.25  # how often a pump waits for rows that another process holds
+
+
+class _Row:
+    """One of this process's batches on disk, not yet resolved."""
+
+    __slots__ = ("created", "events", "key", "seqs", "size")
+
+    def __init__(self, key: str, seqs: list[int], size: int, created: float) -> None:
+        self.key = key
+        self.seqs = seqs
+        self.events = len(seqs)
+        self.size = size
+        self.created = created
+
+
+class SpoolPump:
+    """Drives a :class:`Spool` from a ``BatchWorker``'s flusher thread (``serla._worker``).
+
+    With a spool, events go memory -> spool -> server: the flusher writes what waits in memory to the
+    spool at least every :data:`SPOOL_DELAY` seconds (growing the last batch on disk up to 100 events while
+    nobody holds it), and sends batches leased from the spool, oldest first, acking each once resolved.
+    Events on disk don't count against ``max_queue_size``: memory holds about a second of events plus the
+    batch being sent. At stop, what is in memory is written to disk and what is on disk stays there for
+    the next client with the same directory, host and key.
+
+    Args:
+        worker: The ``BatchWorker`` (its lock, buffer and counters are used as its own).
+        spool: The open spool.
+    """
+
+    def __init__(self, worker: Any, spool: Spool) -> None:
+        self.worker = worker
+        self.spool = spool
+        self.rows: collections.deque[_Row] = collections.deque()
+        self.by_key: dict[str, _Row] = {}
+        self.open: _Row | None = None  # the last row written: grown while nobody holds it
+        self.broken: str | None = None
+        self.stats: dict[str, int] = collections.defaultdict(int)
+        found = spool.row_ids("events")
+        self.earlier: dict[int, int] = found  # rows found at open: flush() waits for them too
+        self.next_scan = 0.0
+        self._resolved = False
+        if found:
+            n = sum(found.values())
+            log_debug("serla: %d events of earlier runs wait in the spool %s", n, spool.path)
+
+    # -- queries (any thread) ----------------------------------------------------------------------------
+
+    def earlier_waiting(self) -> int:
+        """Events found in the spool at open that are not delivered yet."""
+        return sum(self.earlier.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        """The spool's part of ``stats()``."""
+        out: dict[str, Any] = {
+            "dir": self.spool.directory,
+            "spooled": self.stats["spooled"],
+            "sent_from_spool": self.stats["sent_from_spool"],
+            "from_earlier_runs": self.stats["from_earlier_runs"],
+            "left_on_disk": self.stats["left"],
+            "error": self.broken,
+        }
+        try:
+            out["waiting"] = self.spool.waiting() if self.broken is None else None
+        except SpoolUnavailable as exc:
+            out["waiting"] = None
+            out["error"] = out["error"] or str(exc)
+        return out
+
+    def wait_earlier(self, deadline: float | None) -> bool:
+        """Wait (``flush()``) until the rows found at open are delivered; False on timeout."""
+        w = self.worker
+        with w._lock:
+            while self.earlier and self.broken is None:
+                if w._hold_kind == "hold" and deadline is not None and w._hold_until > deadline:
+                    return False
+                remaining = None if deadline is None else deadline - w._clock()
+                if remaining is not None and remaining <= 0:
+                    return False
+                w._progress.wait(remaining)
+            return not self.earlier
+
+    # -- the flusher's loop --------------------------------------------------------------------------------
+
+    def run(self) -> bool:
+        """The flusher's loop with a spool. True: stopped; False: the spool broke, go on in memory."""
+        w = self.worker
+        while True:
+            if self.broken is not None:
+                self._give_up()
+                return False
+            with w._lock:
+                w._wakeup.clear()
+                stop = w._stop
+                now = w._clock()
+                spool_in = self._spool_due_in(now)
+                send_in = self._send_due_in(now)
+            if spool_in == 0.0:
+                self.spool_step()
+                continue
+            if stop:
+                self._leave_all()
+                return True
+            if send_in == 0.0:
+                if not self._send_one():
+                    w._wakeup.wait(_POLL)
+                continue
+            timeouts = [t for t in (spool_in, send_in) if t is not None]
+            w._wakeup.wait(min(timeouts) if timeouts else None)
+
+    def idle(self, remaining: float) -> float:
+        """Called while a send waits out a backoff or hold: keep spooling; how long to wait at most."""
+        if self.broken is not None:
+            return remaining
+        w = self.worker
+        with w._lock:
+            due = self._spool_due_in(w._clock())
+        if due == 0.0:
+            self.spool_step()
+            return 0.0
+        return remaining if due is None else min(remaining, due)
+
+    def _spool_due_in(self, now: float) -> float | None:
+        """Seconds until what waits in memory must go to disk (0: now); None: nothing waits. Lock held."""
+        w = self.worker
+        n = len(w._buffer)
+        if not n:
+            return None
+        if w._stop or n >= w._batch_size or w._send_through > w._taken_seq:
+            return 0.0
+        oldest = w._oldest_at if w._oldest_at is not None else now
+        return max(0.0, float(oldest + min(SPOOL_DELAY, w._interval) - now))
+
+    def _send_due_in(self, now: float) -> float | None:
+        """Seconds until a send from the spool is due (0: now); None: nothing to send. Lock held."""
+        w = self.worker
+        if w._hold_until and w._hold_until > now:
+            return float(w._hold_until - now)
+        if self.earlier:
+            return 0.0
+        if self.rows:
+            first = self.rows[0]
+            if len(self.rows) > 1 or first.events >= w._batch_size or w._send_through >= first.seqs[0]:
+                return 0.0
+            due = max(0.0, first.created + w._interval - now)
+        else:
+            due = None
+        scan = max(0.0, self.next_scan - now)  # rows of a process that died holding them
+        return scan if due is None else min(due, scan)
+
+    # -- memory -> disk --------------------------------------------------------------------------------
+
+    def spool_step(self) -> None:
+        """Write every event waiting in memory to the spool (on the flusher thread, never the caller's)."""
+        from serla._encode import MAX_REQUEST_BYTES
+        from serla._worker import MAX_BATCH, _Batch, _body_size
+
+        w = self.worker
+        batches = []
+        with w._lock:
+            buf = w._buffer
+            while buf:
+                if len(buf) <= MAX_BATCH:
+                    items = list(buf)
+                    buf.clear()
+                else:
+                    items = [buf.popleft() for _ in range(MAX_BATCH)]
+                size = _body_size(items)
+                while size > MAX_REQUEST_BYTES and len(items) > 1:
+                    last = items.pop()
+                    buf.appendleft(last)
+                    size -= len(last) + 1
+                first = w._taken_seq + 1
+                w._taken_seq += len(items)
+                w._key_seq += 1
+                key = f"{w._key_prefix}{w._key_seq:012x}"
+                batches.append(_Batch(items, list(range(first, w._taken_seq + 1)), key, w._taken_seq))
+                w._in_flight += len(items)  # on their way to disk
+            w._oldest_at = None
+        for i, batch in enumerate(batches):
+            if self.broken is not None:
+                self._back_to_memory(batches[i:])
+                return
+            for part in w._materialize(batch):
+                try:
+                    self._write(part)
+                except SpoolUnavailable as exc:
+                    self._broke(exc)
+                    self._back_to_memory([part, *batches[i + 1 :]])
+                    return
+
+    def _write(self, part: Any) -> None:
+        from serla._encode import MAX_REQUEST_BYTES
+        from serla._worker import MAX_BATCH
+
+        w = self.worker
+        n = len(part.items)
+        size = sum(map(len, part.items))
+        row = self.open
+        if (
+            row is not None
+            and row.events + n <= MAX_BATCH
+            and row.size + size + row.events + n + 16 <= MAX_REQUEST_BYTES
+            and row.key in self.by_key
+            and self.spool.extend_row("events", row.key, part.items, MAX_BATCH, MAX_REQUEST_BYTES - 16)
+        ):
+            row.seqs.extend(part.seqs)
+            row.events += n
+            row.size += size
+        elif self.spool.append("events", part.key, part.items):
+            row = self.open = _Row(part.key, list(part.seqs), size, w._clock())
+            self.rows.append(row)
+            self.by_key[row.key] = row
+        else:
+            warn_limited(
+                "spool_full",
+                "serla: %d events dropped: the spool %s is full (spool_max_bytes=%d)",
+                n,
+                self.spool.directory,
+                self.spool.max_bytes,
+            )
+            w._resolve_lost(part.seqs, "spool_full")
+            return
+        with w._lock:
+            w._in_flight -= n
+            w._limit += n  # on disk: no longer held in memory
+            self.stats["spooled"] += n
+            w._progress.notify_all()
+
+    def _back_to_memory(self, batches: list[Any]) -> None:
+        """The spool broke while writing: put these batches back in memory (or drop them if impossible)."""
+        w = self.worker
+        with w._lock:
+            seqs = [s for b in batches for s in b.seqs]
+            items = [i for b in batches for i in b.items]
+            contiguous = bool(seqs) and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+            if contiguous and seqs[-1] == w._taken_seq:
+                w._buffer.extendleft(reversed(items))
+                w._taken_seq = seqs[0] - 1
+                w._in_flight -= len(items)
+                w._oldest_at = w._clock()
+                return
+        w._resolve_lost(seqs, "spool_error")
+
+    # -- disk -> server --------------------------------------------------------------------------------------
+
+    def _send_one(self) -> bool:
+        """Lease the oldest free batch and deliver it; False when none was free (others hold them)."""
+        from serla._worker import _Batch
+
+        w = self.worker
+        try:
+            leased = self.spool.lease("events", 1)
+        except SpoolUnavailable as exc:
+            if exc.transient:
+                return False
+            self._broke(exc)
+            return True
+        now = w._clock()
+        if not leased:
+            self.next_scan = now + _SCAN_INTERVAL
+            self._reconcile()
+            return False
+        (row,) = leased
+        mine = self.by_key.get(row.key)
+        if mine is not None and not self._due(mine, now) and not self.earlier:
+            self.spool.release(row)  # a scan found our own batch, not due yet
+            self.next_scan = now + _SCAN_INTERVAL
+            return False
+        if mine is self.open:
+            self.open = None  # leased: no longer grown
+        seqs = mine.seqs if mine is not None else []
+        batch = _Batch(row.items, list(seqs), row.key, seqs[-1] if seqs else 0)
+        batch.row = row
+        with w._lock:
+            w._in_flight = len(seqs)
+        self._resolved = False
+        w._deliver(batch)  # calls done(), leave() or renew() on the way
+        if mine is not None and self._resolved:
+            with w._lock:  # only now: ``_pending`` went down first, so put() never sees a lower room
+                w._limit -= len(mine.seqs)
+                w._progress.notify_all()
+        self._forget(row.key, row.id)
+        return True
+
+    def done(self, batch: Any) -> None:
+        """A spooled batch is resolved (delivered, or dropped by the server): delete it from the spool."""
+        row = batch.row
+        batch.row = None
+        try:
+            self.spool.ack(row)
+        except SpoolUnavailable as exc:
+            self._broke(exc)
+        w = self.worker
+        with w._lock:
+            self.stats["sent_from_spool"] += len(row.items)
+            if row.key not in self.by_key:
+                self.stats["from_earlier_runs"] += len(row.items)
+            self._resolved = True
+            if self.earlier.pop(row.id, None) is not None:
+                w._progress.notify_all()
+
+    def _due(self, row: _Row, now: float) -> bool:
+        w = self.worker
+        return (
+            row is not self.rows[0]
+            or len(self.rows) > 1
+            or row.events >= w._batch_size
+            or w._send_through >= row.seqs[0]
+            or now - row.created >= w._interval
+            or w._stop
+        )
+
+    def _forget(self, key: str, row_id: int) -> None:
+        with self.worker._lock:
+            row = self.by_key.pop(key, None)
+            if row is not None:
+                self.rows.remove(row)
+                if row is self.open:
+                    self.open = None
+            if self.earlier.pop(row_id, None) is not None:
+                self.worker._progress.notify_all()
+
+    def _reconcile(self) -> None:
+        """Nothing free to lease: rows of ours or found at open that are gone were sent by another process."""
+        w = self.worker
+        try:
+            ids = self.spool.row_ids("events")
+        except SpoolUnavailable:
+            return
+        with w._lock:
+            for row_id in [i for i in self.earlier if i not in ids]:
+                del self.earlier[row_id]
+            w._progress.notify_all()
+        keys_present = self._keys_present()
+        if keys_present is None:
+            return
+        for row in list(self.rows):
+            if row.key not in keys_present:
+                with w._lock:
+                    w._pending -= len(row.seqs)
+                    w._limit -= len(row.seqs)
+                    w._done_seq = max(w._done_seq, row.seqs[-1])
+                    w._progress.notify_all()
+                self._forget(row.key, -1)
+
+    def _keys_present(self) -> set[str] | None:
+        keys = [row.key for row in self.rows]
+        if not keys:
+            return set()
+        try:
+            with self.spool._lock:
+                conn = self.spool._connection()
+                marks = ",".join("?" * len(keys))
+                found = conn.execute(
+                    f"SELECT key FROM batches WHERE tag = ? AND lane = 'events' AND key IN ({marks})",
+                    (self.spool._tag, *keys),
+                ).fetchall()
+        except (sqlite3.Error, SpoolUnavailable):
+            return None
+        return {k for (k,) in found}
+
+    # -- hooks called from ``BatchWorker._deliver`` ---------------------------------------------------------
+
+    def renew(self, batch: Any) -> bool:
+        """Before a resend: keep the lease. False when another process took the batch (it sends it)."""
+        row = batch.row
+        try:
+            if self.spool.extend(row):
+                return True
+        except SpoolUnavailable:
+            return True  # can't tell: send it (at least once)
+        w = self.worker
+        with w._lock:  # taken by another process: its events are its business now
+            n = len(batch.seqs)
+            w._pending -= n
+            w._in_flight = 0
+            w._limit -= n
+            w._progress.notify_all()
+        batch.row = None
+        return False
+
+    def leave(self, batch: Any, todo: Any) -> None:
+        """Stopping in the middle of a batch: what is not delivered stays on disk for the next run."""
+        row = batch.row
+        items = [item for part in todo for item in part.items]
+        seqs = [s for part in todo for s in part.seqs]
+        try:
+            if len(items) == len(row.items):
+                self.spool.release(row)
+            else:
+                self.spool.replace(row, items)
+        except SpoolUnavailable as exc:
+            self._broke(exc)
+        self._left(seqs, len(items))
+        batch.row = None
+
+    # -- stopping and giving up ------------------------------------------------------------------------
+
+    def _left(self, seqs: list[int], events: int) -> None:
+        w = self.worker
+        with w._lock:
+            n = len(seqs)
+            w._pending -= n
+            w._in_flight = max(0, w._in_flight - n)
+            w._limit -= n
+            self.stats["left"] += events
+            lost = w._lost
+            for s in seqs:
+                if len(lost) == lost.maxlen:
+                    w._lost_evicted = max(w._lost_evicted, lost[0])
+                lost.append(s)
+            if seqs:
+                w._done_seq = max(w._done_seq, seqs[-1])
+            w._progress.notify_all()
+
+    def _leave_all(self) -> None:
+        """At stop: every batch of ours still on disk stays there."""
+        for row in list(self.rows):
+            self._left(row.seqs, row.events)
+            self._forget(row.key, -1)
+        if self.stats["left"]:
+            log_debug(
+                "serla: %d events left in the spool %s for the next run", self.stats["left"], self.spool.path
+            )
+        self.spool.close()
+
+    def _broke(self, exc: SpoolUnavailable) -> None:
+        if self.broken is None:
+            self.broken = str(exc)
+            warn_limited(
+                "spool_unavailable",
+                "serla: the spool %s can't be used (%s); events are kept in memory only",
+                self.spool.directory,
+                exc,
+            )
+
+    def _give_up(self) -> None:
+        """The spool broke: our batches on disk stay there (the next run sends them); go on in memory."""
+        for row in list(self.rows):
+            self._left(row.seqs, row.events)
+            self._forget(row.key, -1)
+        w = self.worker
+        with w._lock:
+            self.earlier.clear()
+            w._progress.notify_all()

@@ -75,15 +75,16 @@ _DEFERRED_SIZE_GUESS: Final = 1024
 class _Batch:
     """Events in flight, frozen at their first send: same bytes, same key on every retry."""
 
-    __slots__ = ("attempts", "flush_gen", "items", "key", "last_seq", "seqs")
+    __slots__ = ("attempts", "flush_gen", "items", "key", "last_seq", "row", "seqs")
 
     def __init__(self, items: list[Any], seqs: list[int], key: str, last_seq: int) -> None:
         self.items = items
-        self.seqs = seqs
+        self.seqs = seqs  # this process's events (empty for a batch an earlier run left in the spool)
         self.key = key
         self.last_seq = last_seq
         self.attempts = 0
         self.flush_gen = 0
+        self.row: Any = None  # the spool's SpooledBatch when it was leased from a spool
 
     def body(self) -> bytes:
         return _HEAD + b",".join(self.items) + _TAIL
@@ -122,6 +123,8 @@ class BatchWorker:
         wall_clock: Wall clock for ``Retry-After`` dates (injectable).
         rng: Random source for jitter (injectable).
         name: The thread's name.
+        spool_opener: With a durable spool: opens it and returns a ``serla._spool.SpoolPump`` (called
+            on first use, and again in a forked child); it raises ``SpoolUnavailable`` if it can't.
     """
 
     def __init__(
@@ -137,8 +140,10 @@ class BatchWorker:
         wall_clock: Callable[[], float] = time.time,
         rng: Callable[[], float] | None = None,
         name: str = "serla-flusher",
+        spool_opener: Callable[[BatchWorker], Any] | None = None,
     ) -> None:
         self._transport_factory = transport_factory
+        self._spool_opener = spool_opener
         self._batch_size = batch_size
         self._interval = flush_interval
         self._max = max_queue_size
@@ -173,6 +178,10 @@ class BatchWorker:
         self._thread: threading.Thread | None = None
         self._thread_failed = False
         self._transport: Transport | None = None
+        self._limit = self._max  # put() refuses at this many pending: max_queue_size + events on disk
+        self._pump: Any = None  # the SpoolPump, once the spool is open (serla._spool)
+        self._spool_lock = threading.Lock()
+        self._spool_error: str | None = None
         self._accepted_seq = 0  # seq of the last accepted event
         self._taken_seq = 0  # seq of the last event moved from the buffer into a batch
         self._done_seq = 0  # every event with seq <= this is resolved
@@ -208,7 +217,7 @@ class BatchWorker:
         on a thread that must never wait). Never raises.
         """
         with self._lock:
-            if self._pending < self._max and not self._closed:  # the common case, first
+            if self._pending < self._limit and not self._closed:  # the common case, first
                 self._pending += 1
                 self._accepted_seq += 1
                 buf = self._buffer
@@ -263,7 +272,7 @@ class BatchWorker:
         deadline = self._clock() + self._block_on_full
         self._send_through = max(self._send_through, self._accepted_seq)
         self._wakeup.set()
-        while self._pending >= self._max:
+        while self._pending >= self._limit:
             remaining = deadline - self._clock()
             if remaining <= 0 or not self._can_block():
                 return False
@@ -307,11 +316,15 @@ class BatchWorker:
         transport = self._transport
         if transport is not None and hasattr(transport, "forget"):
             transport.forget()
+        if self._pump is not None:
+            self._pump.spool.after_fork()  # the parent's connection is not the child's to use
         self._init_state()
         self._closed = closed
 
     def flush(self, timeout: float | None) -> bool:
         """Wait until every event accepted before this call is resolved.
+
+        With a spool, also until the events an earlier run left in it (same host and key) are delivered.
 
         Args:
             timeout: Seconds to wait at most; ``None`` waits without bound.
@@ -322,6 +335,42 @@ class BatchWorker:
         if self._pid != os.getpid():
             self._after_fork()
         deadline = None if timeout is None else self._clock() + max(0.0, timeout)
+        pump = self.spool_pump()
+        if pump is None:
+            return self._flush(deadline)
+        if pump.earlier:
+            if self._thread is None and not self._thread_failed:
+                self._start_thread()
+            self._wakeup.set()
+        ok = self._flush(deadline)
+        return pump.wait_earlier(deadline) and ok
+
+    def spool_pump(self) -> Any:
+        """The spool's pump, opened on first use; None without a spool or when it can't be used."""
+        if self._spool_opener is None or self._spool_error is not None:
+            return None
+        pump = self._pump
+        if pump is not None:
+            return None if pump.broken is not None else pump
+        with self._spool_lock:
+            if self._pump is None and self._spool_error is None:
+                from serla._spool import SpoolUnavailable
+
+                try:
+                    self._pump = self._spool_opener(self)
+                except SpoolUnavailable as exc:
+                    self._spool_error = str(exc)
+                    warn_limited(
+                        "spool_unavailable",
+                        "serla: the spool can't be used (%s); events are kept in memory only",
+                        exc,
+                    )
+                except Exception:
+                    self._spool_error = "unexpected error opening the spool"
+                    log_exception("serla: the spool can't be opened; events are kept in memory only")
+        return self._pump
+
+    def _flush(self, deadline: float | None) -> bool:
         with self._lock:
             target = self._accepted_seq
             start = self._done_seq
@@ -363,7 +412,11 @@ class BatchWorker:
         with self._lock:
             self._closed = True
         deadline = None if timeout is None else self._clock() + max(0.0, timeout)
-        ok = self.flush(timeout)
+        if self._spool_opener is not None and timeout is not None:
+            # Keep a moment at the end to write what is still in memory to the spool.
+            ok = self.flush(max(0.0, timeout - min(1.0, timeout / 5)))
+        else:
+            ok = self.flush(timeout)
         with self._lock:
             self._stop = True
             thread = self._thread
@@ -390,15 +443,21 @@ class BatchWorker:
     # -- introspection ---------------------------------------------------------------------------------
 
     def pending(self) -> int:
-        """Events accepted and not yet resolved (buffered + in flight)."""
+        """Events accepted and not yet resolved (buffered + in flight + in the spool)."""
         if self._pid != os.getpid():
             self._after_fork()
-        return self._pending
+        pump = self._pump
+        return self._pending + (pump.earlier_waiting() if pump is not None else 0)
 
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters (see ``Serla.stats``)."""
+        pump = self._pump
+        spool = pump.snapshot() if pump is not None else None
+        if spool is None and self._spool_opener is not None:
+            spool = {"error": self._spool_error, "spooled": 0, "sent_from_spool": 0, "waiting": None}
         with self._lock:
             return {
+                "spool": spool,
                 "queued": len(self._buffer),
                 "in_flight": self._in_flight,
                 "pending": self._pending,
@@ -416,6 +475,15 @@ class BatchWorker:
 
     def _run(self) -> None:
         """The flusher thread's loop: take a batch when one is due, deliver it, repeat."""
+        pump = self.spool_pump()
+        if pump is not None and pump.run():  # False: the spool broke; go on in memory
+            transport = self._transport
+            if transport is not None:
+                transport.close()
+            return
+        if pump is not None:
+            with self._lock:
+                self._limit = self._max
         while True:
             batch = self._next_batch()
             if batch is None:
@@ -485,14 +553,20 @@ class BatchWorker:
         other answer goes through the retry policy.
         """
         todo = collections.deque(self._materialize(batch))
+        row = batch.row  # leased from the spool (serla._spool): left there at stop, lease kept on resends
         while todo:
             current = todo[0]
             # ``_hold_until`` is 0.0 unless a failure set a pause: read without the lock, it only skips a
             # wait that ``_wait_hold`` would find already over.
             if self._hold_until and not self._wait_hold(current):
-                for b in todo:
-                    self._resolve_lost(b.seqs, "shutdown")
+                if row is not None:
+                    self._pump.leave(batch, todo)
+                else:
+                    for b in todo:
+                        self._resolve_lost(b.seqs, "shutdown")
                 break
+            if row is not None and current.attempts and not self._pump.renew(batch):
+                break  # another process took the batch over (our lease had expired): it sends it
             transport = self._transport  # read once per send: ``serla.testing`` may swap it
             if transport is None:
                 transport = self._transport = self._transport_factory()
@@ -502,6 +576,8 @@ class BatchWorker:
             if status is not None and 200 <= status < 300:
                 todo.popleft()
                 if not todo:
+                    if row is not None:
+                        self._pump.done(batch)  # off the disk before flush() can see it resolved
                     self._delivered(current, batch)
                     return
                 self._delivered(current, None)
@@ -511,6 +587,8 @@ class BatchWorker:
                 if current.attempts > 1:
                     self._stats["retried"] += 1
             self._apply(self._decide(result, current), result, todo)
+        if batch.row is not None:  # resolved (delivered or dropped), not left at stop nor taken over
+            self._pump.done(batch)
         self._finish(batch)
 
     def _materialize(self, batch: _Batch) -> list[_Batch]:
@@ -568,8 +646,8 @@ class BatchWorker:
                 stats["retried"] += 1
             stats["sent"] += n
             stats["batches"] += 1
-            self._pending -= n
-            self._in_flight -= n
+            self._pending -= len(current.seqs)  # fewer than n for a batch an earlier run spooled
+            self._in_flight -= len(current.seqs)
             self._healthy = True
             self._hold_until = 0.0
             self._hold_kind = ""
@@ -607,8 +685,8 @@ class BatchWorker:
                 self._hold_kind = ""
                 self._stats["sent"] += len(current.items)
                 self._stats["batches"] += 1
-                self._pending -= len(current.items)
-                self._in_flight -= len(current.items)
+                self._pending -= len(current.seqs)
+                self._in_flight -= len(current.seqs)
                 self._progress.notify_all()
             log_debug("serla: delivered %d events (key %s)", len(current.items), current.key)
             return
@@ -693,6 +771,9 @@ class BatchWorker:
                     return True
                 if self._stop:
                     return False
+            pump = self._pump
+            if pump is not None:
+                remaining = pump.idle(remaining)  # keep writing new events to the spool meanwhile
             self._wakeup.wait(remaining)
 
     def _resolve_lost(self, seqs: list[int], reason: str) -> None:
