@@ -776,6 +776,7 @@ class SpoolPump:
         self.earlier: dict[int, int] = found  # rows found at open: flush() waits for them too
         self.next_scan = 0.0
         self._resolved = False
+        self.closed_waiting: int | None = None  # events of this host and key on disk when the pump stopped
         if found:
             n = sum(found.values())
             log_debug("serla: %d events of earlier runs wait in the spool %s", n, spool.path)
@@ -796,6 +797,9 @@ class SpoolPump:
             "left_on_disk": self.stats["left"],
             "error": self.broken,
         }
+        if self.closed_waiting is not None:
+            out["waiting"] = self.closed_waiting
+            return out
         try:
             out["waiting"] = self.spool.waiting() if self.broken is None else None
         except SpoolUnavailable as exc:
@@ -1011,11 +1015,17 @@ class SpoolPump:
         with w._lock:
             w._in_flight = len(seqs)
         self._resolved = False
+        with w._lock:
+            sent_before = w._stats["sent"]
         w._deliver(batch)  # calls done(), leave() or renew() on the way
-        if mine is not None and self._resolved:
-            with w._lock:  # only now: ``_pending`` went down first, so put() never sees a lower room
-                w._limit -= len(mine.seqs)
-                w._progress.notify_all()
+        with w._lock:
+            delivered = w._stats["sent"] - sent_before  # only the flusher thread sends
+            self.stats["sent_from_spool"] += delivered
+            if mine is None:
+                self.stats["from_earlier_runs"] += delivered
+            if mine is not None and self._resolved:
+                w._limit -= len(mine.seqs)  # only now: ``_pending`` went down first (room never shrinks)
+            w._progress.notify_all()
         self._forget(row.key, row.id)
         return True
 
@@ -1029,9 +1039,6 @@ class SpoolPump:
             self._broke(exc)
         w = self.worker
         with w._lock:
-            self.stats["sent_from_spool"] += len(row.items)
-            if row.key not in self.by_key:
-                self.stats["from_earlier_runs"] += len(row.items)
             self._resolved = True
             if self.earlier.pop(row.id, None) is not None:
                 w._progress.notify_all()
@@ -1155,6 +1162,10 @@ class SpoolPump:
         for row in list(self.rows):
             self._left(row.seqs, row.events)
             self._forget(row.key, -1)
+        try:
+            self.closed_waiting = self.spool.waiting()
+        except SpoolUnavailable:
+            self.closed_waiting = None
         if self.stats["left"]:
             log_debug(
                 "serla: %d events left in the spool %s for the next run", self.stats["left"], self.spool.path

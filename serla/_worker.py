@@ -282,7 +282,7 @@ class BatchWorker:
     def _can_block(self) -> bool:
         thread = self._thread
         return (
-            self._healthy
+            (self._healthy or self._pump is not None)  # with a spool, the flusher makes room on disk
             and not self._stop
             and thread is not None
             and thread.is_alive()
