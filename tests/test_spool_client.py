@@ -253,7 +253,7 @@ def test_processes_sharing_a_spool_lose_nothing_and_send_nothing_twice(
             stderr=subprocess.PIPE,
             text=True,
             env=env,
-        )  # fmt: skip
+        )
         for p in range(3)
     ]
     try:
