@@ -5,10 +5,10 @@ from __future__ import annotations
 import atexit
 import sys
 from _collections_abc import Mapping
-from _weakref import ref as weakref_ref
 
 from serla._config import (
     DEFAULT_HOST,
+    DEFAULT_MAX_BUFFER_BYTES,
     DEFAULT_SPOOL_MAX_BYTES,
     Config,
     add_null_handler,
@@ -57,32 +57,44 @@ class Serla:
     call, encodes the event on the spot (so later changes to your ``properties`` dict change nothing) and
     appends the bytes to a bounded buffer. A daemon thread, started on the first ``track()``, POSTs them
     to ``{host}/api/v1/events/batch`` as soon as ``batch_size`` events wait, and otherwise every
-    ``flush_interval_seconds``. Each request carries every event waiting when it is built, up to 100 (the
-    server's cap): ``batch_size`` at a steady pace, up to 100 when a backlog built up while the previous
-    request was in flight.
+    ``flush_interval_seconds``. A request carries at most ``batch_size`` events; while the project is rate
+    limited (a 429 with ``Retry-After``), up to 100, the server's cap, until the backlog is gone.
+
+    Memory is bounded two ways. While the endpoint is *down* (network errors, timeouts, 5xx, a refused
+    key, the monthly quota), at most ``max_queue_size`` events are held, as the 0.1.0 README promises:
+    nobody knows when it comes back. While it is *up* but slow, or rate limiting with ``Retry-After``, the
+    data is deliverable and the server says when: then the bound is ``max_buffer_bytes`` of encoded
+    events (64 MiB by default: a burst of 200,000 typical events is accepted whole). Past a bound, events
+    are dropped, counted in ``stats()["dropped"]["queue_full"]`` and warned about. ``track()`` never waits
+    unless you opt in with ``block_on_full_seconds``.
 
     Args:
         api_key: Your project's API key (``sk_live_...`` or ``pk_live_...``).
         host: Base URL of the Serla deployment. A trailing slash is removed; a path prefix is kept.
             Plain ``http://`` is meant for a local server: for any other host it logs a warning.
         flush_interval_seconds: The longest an event waits in the buffer before it is sent.
-        batch_size: How many waiting events trigger a send (the interval and ``flush()`` trigger one
-            too). It is not a cap on the request: a backlog is drained in requests of up to 100 events,
-            the server's cap (fewer, fuller requests also stay within its 100 requests/minute limit).
-            Values above 100 are lowered to 100, with a warning.
+        batch_size: The most events a request carries (the interval and ``flush()`` also trigger a
+            send, with fewer). While the project is rate limited (429 with ``Retry-After``), requests
+            carry up to 100 until the backlog is gone: the server's 100 requests a minute, not the event
+            count, is then the limit. Values above 100 are lowered to 100, with a warning. For a fleet of
+            processes sharing one project, ``batch_size=100`` makes the fewest requests.
         debug: Set the ``serla`` logger to DEBUG and attach a stderr handler to it.
         flush_on_exit: Register an ``atexit`` hook that flushes (bounded by ``shutdown_timeout``). The
             client stays usable after it, for hooks that run later (``logging.shutdown``, an
             OpenTelemetry provider's shutdown).
-        max_queue_size: The most events held in memory (buffered + in flight). While the endpoint fails,
-            further events are refused, counted in ``stats()["dropped"]["queue_full"]`` and warned about.
+        max_queue_size: The most events held in memory (buffered + in flight) while the endpoint is down.
+            Further events are refused, counted in ``stats()["dropped"]["queue_full"]`` and warned about.
+        max_buffer_bytes: The most bytes of encoded events held while the endpoint is up but slow or
+            rate limited (each event is charged its JSON plus 48 bytes of overhead).
         timeout: Seconds allowed for each HTTP request (connect and each read): bounds ``identify()`` and
             every batch POST.
-        shutdown_timeout: How long the atexit hook may spend flushing, in seconds.
-        block_on_full_seconds: When the queue is full *and deliveries are succeeding* (a producer
-            outrunning a healthy sender, e.g. a script tracking 100,000 records), ``track()`` waits up to
-            this long for room instead of dropping. While the endpoint fails it never waits. ``0`` never
-            waits.
+        shutdown_timeout: How long the exit hook may spend delivering, in seconds (default 10: against
+            an endpoint that is down, four attempts (1 + 2 + 4 s of backoff) fit; a script is not held
+            noticeably longer than the outage's first retries). A backlog that needs longer (a rate-limited
+            burst: 10,000 events a minute) wants ``shutdown(timeout=None)``.
+        block_on_full_seconds: Opt-in backpressure (default 0: ``track()`` never waits). When the queue
+            is full *and deliveries are succeeding*, ``track()`` waits up to this long for room instead
+            of dropping. While the endpoint fails it never waits.
         ca_bundle: Path to a PEM file of CA certificates to trust instead of the system's. Certificate
             verification itself cannot be turned off.
         proxy: An HTTP proxy URL (``http://[user:password@]host:port``) for every request of this client;
@@ -119,7 +131,8 @@ class Serla:
         max_queue_size: int = 1000,
         timeout: float = 10.0,
         shutdown_timeout: float = 10.0,
-        block_on_full_seconds: float = 1.0,
+        block_on_full_seconds: float = 0.0,
+        max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
         ca_bundle: Optional[str] = None,
         proxy: Optional[str] = None,
         capture_trace_context: bool = True,
@@ -141,6 +154,7 @@ class Serla:
             timeout=timeout,
             shutdown_timeout=shutdown_timeout,
             block_on_full_seconds=block_on_full_seconds,
+            max_buffer_bytes=max_buffer_bytes,
             ca_bundle=ca_bundle,
             capture_trace_context=capture_trace_context,
             disabled=env_disabled() if disabled is None else bool(disabled),
@@ -170,6 +184,7 @@ class Serla:
             batch_size=cfg.batch_size,
             flush_interval=cfg.flush_interval_seconds,
             max_queue_size=cfg.max_queue_size,
+            max_buffer_bytes=cfg.max_buffer_bytes,
             block_on_full=cfg.block_on_full_seconds,
             policy=_policy,
             spool_opener=None if cfg.spool_dir is None or cfg.disabled else _spool_opener(cfg),
@@ -177,12 +192,17 @@ class Serla:
         self._put = self._worker.put
         self._atexit: Callable[[], None] | None = None
         if cfg.flush_on_exit and not cfg.disabled:
-            ref = weakref_ref(self)
+            # The hook holds the worker, not the client: a client that lived in a function and was
+            # collected still has its events delivered at exit (the worker outlives it with its thread).
+            worker = self._worker
+            exit_timeout = cfg.shutdown_timeout
+            state = self._exit_state = [False]  # [shut down]: set by shutdown(), read by the hook
 
             def _flush_at_exit() -> None:
-                client = ref()
-                if client is not None:
-                    client._flush_at_exit()
+                if state[0]:
+                    return
+                if not worker.flush(exit_timeout):
+                    log_warning("serla: %d events were not delivered at exit", worker.pending())
 
             self._atexit = _flush_at_exit
             atexit.register(_flush_at_exit)
@@ -373,6 +393,7 @@ class Serla:
         try:
             self._shut = True
             if self._atexit is not None:
+                self._exit_state[0] = True
                 atexit.unregister(self._atexit)
                 self._atexit = None
             if self._disabled:
@@ -434,11 +455,25 @@ class Serla:
         return False
 
     def _flush_at_exit(self) -> None:
+        if self._atexit is not None:
+            self._atexit()
+
+    def _submit(self, lane: str, body: bytes) -> bool:
+        """Queue one record for a single-record lane (``"errors"``, ``"llm"``); never raises or waits.
+
+        Args:
+            lane: The lane's name.
+            body: The complete JSON request body of the record.
+
+        Returns:
+            True if it was accepted for delivery (always, when the client is disabled).
+        """
+        if self._disabled:
+            return True
         if self._shut:
-            return
-        ok = self.flush(self._config.shutdown_timeout)
-        if not ok:
-            log_warning("serla: %d events were not delivered at exit", self.pending_count())
+            warn_limited("closed", "serla: a %s record after shutdown() is dropped", lane)
+            return False
+        return self._worker.submit(lane, body)
 
     def _identify_post(self, body: bytes) -> bool:
         cfg = self._config

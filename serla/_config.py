@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from typing import Any, Final, Optional
 
 DEFAULT_HOST: Final = "https://serla.dev"
+DEFAULT_MAX_BUFFER_BYTES: Final = 64 * 1024 * 1024
+"""The byte bound of events held while the endpoint is up but slow or rate limited (see ``Serla``)."""
 MAX_BATCH_SIZE: Final = 100
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
@@ -36,6 +38,7 @@ _FIELDS: Final = (
     "timeout",
     "shutdown_timeout",
     "block_on_full_seconds",
+    "max_buffer_bytes",
     "ca_bundle",
     "capture_trace_context",
     "disabled",
@@ -68,6 +71,7 @@ class Config:
     timeout: float
     shutdown_timeout: float
     block_on_full_seconds: float
+    max_buffer_bytes: int
     ca_bundle: Optional[str]
     capture_trace_context: bool
     disabled: bool
@@ -78,6 +82,7 @@ class Config:
     def __init__(
         self,
         api_key: str,
+        *,
         host: str = DEFAULT_HOST,
         flush_interval_seconds: float = 5.0,
         batch_size: int = 50,
@@ -86,7 +91,8 @@ class Config:
         max_queue_size: int = 1000,
         timeout: float = 10.0,
         shutdown_timeout: float = 10.0,
-        block_on_full_seconds: float = 1.0,
+        block_on_full_seconds: float = 0.0,
+        max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
         ca_bundle: Optional[str] = None,
         capture_trace_context: bool = True,
         disabled: bool = False,
@@ -97,8 +103,7 @@ class Config:
         key = api_key
         if not isinstance(key, str) or not key.strip():
             raise ValueError("Serla: api_key must be a non-empty string (your project's sk_live_... key)")
-        if key != key.strip() or any(c.isspace() or ord(c) < 32 for c in key):
-            raise ValueError("Serla: api_key must not contain white space or control characters")
+        _check_header_value("api_key", key)
         host = _check_host(host)
         _check_number("flush_interval_seconds", flush_interval_seconds, minimum=0.0, strict=True)
         _check_number("timeout", timeout, minimum=0.0, strict=True)
@@ -106,6 +111,7 @@ class Config:
         _check_number("block_on_full_seconds", block_on_full_seconds, minimum=0.0)
         _check_int("batch_size", batch_size)
         _check_int("max_queue_size", max_queue_size)
+        _check_int("max_buffer_bytes", max_buffer_bytes)
         if batch_size > MAX_BATCH_SIZE:
             log_warning(
                 "serla: batch_size=%d is above the server's limit of %d events per request; using %d",
@@ -138,6 +144,7 @@ class Config:
         init(self, "timeout", timeout)
         init(self, "shutdown_timeout", shutdown_timeout)
         init(self, "block_on_full_seconds", block_on_full_seconds)
+        init(self, "max_buffer_bytes", max_buffer_bytes)
         init(self, "ca_bundle", ca_bundle)
         init(self, "capture_trace_context", capture_trace_context)
         init(self, "disabled", disabled)
@@ -171,7 +178,9 @@ class Config:
         return f"Config({shown})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), self._values())
+        import functools
+
+        return (functools.partial(type(self), **dict(zip(_FIELDS[1:], self._values()[1:]))), (self.api_key,))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -207,11 +216,35 @@ def env_disabled(environ: Mapping[str, str] | None = None) -> bool:
     return env.get("SERLA_DISABLED", "").strip().lower() in _TRUE
 
 
+def _describe_char(c: str) -> str:
+    import unicodedata
+
+    name = unicodedata.name(c, "")
+    return f"U+{ord(c):04X}" + (f" ({name})" if name else "")
+
+
+def _check_header_value(name: str, value: str) -> None:
+    """Refuse a value that can't travel in an HTTP header: naming the position and character, never it."""
+    for i, c in enumerate(value):
+        if not "\x21" <= c <= "\x7e":
+            raise ValueError(
+                f"Serla: {name} has a character that cannot be sent in an HTTP header at position {i + 1}: "
+                f"{_describe_char(c)}. Copy the key again from the Serla dashboard"
+            )
+
+
 def _check_host(host: object) -> str:
     if not isinstance(host, str) or not host.strip():
         raise ValueError("Serla: host must be a URL such as 'https://serla.dev'")
     host = host.strip().rstrip("/")
-    scheme, _netloc, hostname, _path = split_host(host)
+    for i, c in enumerate(host):
+        if c.isspace() or ord(c) < 32 or ord(c) == 127:
+            raise ValueError(
+                f"Serla: host has a character that cannot be sent at position {i + 1}: {_describe_char(c)}"
+            )
+    scheme, _netloc, hostname, path = split_host(host)
+    if not path.isascii():
+        raise ValueError("Serla: host's path must be ASCII (percent-encode it)")
     if scheme == "http" and not is_loopback(hostname):
         log_warning(
             "serla: host %r is plain http: the API key and events travel unencrypted; use https", host

@@ -20,6 +20,7 @@ connection error, timeout          ``RETRY`` after backoff (1, 2, 4, 8, 16, 30, 
 400 with ``details``               ``DROP_SOME`` the events named by ``details[].path[1]``, resend the
                                    rest at once; no usable index: ``SPLIT`` (a lone event: ``DROP``)
 413                                ``SPLIT`` (a lone event: ``DROP``)
+402                                ``DISABLE``: the feature is not in the plan; its lane is turned off
 401, 403                           ``HOLD`` for ``auth_delay`` (60 s), warn loudly: a key that starts
                                    working again is picked up at the next probe
 3xx, 404, 405, other 4xx           ``HOLD`` for ``auth_delay``: a configuration problem (a redirect is
@@ -55,6 +56,8 @@ class Action(enum.Enum):
     """Drop the events at ``indices``, resend the rest at once."""
     DROP = "drop"
     """Drop the whole batch."""
+    DISABLE = "disable"
+    """The feature is not in the project's plan (402): turn the lane off (for events: a long hold)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +96,10 @@ class RetryPolicy:
         auth_delay: Pause after a 401/403 or another configuration error, in seconds.
         server_error_attempts: How many times a batch is sent while the server answers 500 before it is
             split (a lone event is then dropped).
+        pace_min: While rate limited, the shortest interval between two event requests, in seconds:
+            0.6 s is the server's whole budget (100 requests a minute) for one process.
+        pace_max: The longest such interval. It doubles on each 429 and shrinks by 10 % on each
+            success, so a fleet that shares a project's budget settles near its fair share.
     """
 
     base_delay: float = 1.0
@@ -102,6 +109,8 @@ class RetryPolicy:
     quota_delay: float = 3600.0
     auth_delay: float = 60.0
     server_error_attempts: int = 5
+    pace_min: float = 0.6
+    pace_max: float = 30.0
 
     def backoff(self, attempt: int, rng: Callable[[], float]) -> float:
         """Return the wait after the ``attempt``-th consecutive failure (1-based).
@@ -180,6 +189,13 @@ class RetryPolicy:
                 reason="quota",
                 message="429 without Retry-After: the monthly event quota is exhausted. "
                 + _server_text(result.body),
+            )
+        if status == 402:
+            return Decision(
+                Action.DISABLE,
+                self.auth_delay,
+                reason="plan",
+                message="HTTP 402: not in the project's plan. " + _server_text(result.body),
             )
         if status == 400:
             indices = _bad_indices(result.body, size)

@@ -48,6 +48,7 @@ import time
 from typing import Any, Callable, Final, Optional
 
 from serla._config import log_debug, warn_limited
+from serla._encode import MAX_REQUEST_BYTES
 
 SCHEMA_VERSION: Final = 1
 """The schema this version of serla-py writes."""
@@ -733,7 +734,7 @@ def _close_quietly(conn: sqlite3.Connection | None) -> None:
 SPOOL_DELAY: Final = 1.0
 """The longest an accepted event waits in memory before the flusher writes it to the spool, in seconds."""
 _SCAN_INTERVAL: Final = 5.0  # how often an idle pump looks for rows whose holder died
-_POLL: Final = 0.25  # how often a pump waits for rows that another process holds
+_POLL: Final = 0.25  # how often a pump looks again when every row is held by another process
 
 
 class _Row:
@@ -750,17 +751,25 @@ class _Row:
 
 
 class SpoolPump:
-    """Drives a :class:`Spool` from a ``BatchWorker``'s flusher thread (``serla._worker``).
+    """Drives a :class:`Spool` from a ``BatchWorker``'s delivery steps (``serla._worker``).
 
-    With a spool, events go memory -> spool -> server: the flusher writes what waits in memory to the
-    spool at least every :data:`SPOOL_DELAY` seconds (growing the last batch on disk up to 100 events while
-    nobody holds it), and sends batches leased from the spool, oldest first, acking each once resolved.
-    Events on disk don't count against ``max_queue_size``: memory holds about a second of events plus the
-    batch being sent. At stop, what is in memory is written to disk and what is on disk stays there for
-    the next client with the same directory, host and key.
+    With a spool, events go memory -> spool -> server. The worker's step asks the pump, under the
+    worker's lock and without I/O, whether a write (:meth:`spool_due`) or a lease (:meth:`send_due`) is
+    due, and then runs it outside the lock:
+
+    * :meth:`spool_step` writes every event waiting in memory to the spool, at least every
+      :data:`SPOOL_DELAY` seconds, growing the last batch on disk up to ``batch_size`` events while nobody
+      holds it. Events on disk leave the memory bounds: memory holds about a second of events plus the
+      request in flight.
+    * :meth:`lease_step` leases the oldest free batch of this host and key (while rate limited, up to 100
+      events of several batches, in one request) and hands it to the worker as the batch in flight; the
+      worker's retry policy delivers it and :meth:`done` deletes it from the spool before the events count
+      as resolved. Batches an earlier run left get negative sequence numbers: they count in ``pending``
+      while in flight but never in a ``flush()`` target of this process's own events.
+    * :meth:`stop` (at shutdown) writes what is left in memory to disk and leaves every batch there.
 
     Args:
-        worker: The ``BatchWorker`` (its lock, buffer and counters are used as its own).
+        worker: The ``BatchWorker`` (its lock, buffers and counters are used as its own).
         spool: The open spool.
     """
 
@@ -774,9 +783,10 @@ class SpoolPump:
         self.stats: dict[str, int] = collections.defaultdict(int)
         found = spool.row_ids("events")
         self.earlier: dict[int, int] = found  # rows found at open: flush() waits for them too
-        self.next_scan = 0.0
-        self._resolved = False
+        self.next_lease = 0.0  # no lease before this (clock): every row was held by others
+        self.leased_at = 0.0
         self.closed_waiting: int | None = None  # events of this host and key on disk when the pump stopped
+        self.stopped = False
         if found:
             n = sum(found.values())
             log_debug("serla: %d events of earlier runs wait in the spool %s", n, spool.path)
@@ -797,14 +807,14 @@ class SpoolPump:
             "left_on_disk": self.stats["left"],
             "error": self.broken,
         }
-        if self.closed_waiting is not None:
+        if self.closed_waiting is not None or self.broken is not None:
             out["waiting"] = self.closed_waiting
             return out
         try:
-            out["waiting"] = self.spool.waiting() if self.broken is None else None
+            out["waiting"] = self.spool.waiting()
         except SpoolUnavailable as exc:
             out["waiting"] = None
-            out["error"] = out["error"] or str(exc)
+            out["error"] = str(exc)
         return out
 
     def wait_earlier(self, deadline: float | None) -> bool:
@@ -812,7 +822,7 @@ class SpoolPump:
         w = self.worker
         with w._lock:
             while self.earlier and self.broken is None:
-                if w._hold_kind == "hold" and deadline is not None and w._hold_until > deadline:
+                if w._held_past(deadline):
                     return False
                 remaining = None if deadline is None else deadline - w._clock()
                 if remaining is not None and remaining <= 0:
@@ -820,91 +830,62 @@ class SpoolPump:
                 w._progress.wait(remaining)
             return not self.earlier
 
-    # -- the flusher's loop --------------------------------------------------------------------------------
+    # -- planning (the worker's lock held, no I/O) ---------------------------------------------------------
 
-    def run(self) -> bool:
-        """The flusher's loop with a spool. True: stopped; False: the spool broke, go on in memory."""
-        w = self.worker
-        while True:
-            if self.broken is not None:
-                self._give_up()
-                return False
-            with w._lock:
-                w._wakeup.clear()
-                stop = w._stop
-                now = w._clock()
-                spool_in = self._spool_due_in(now)
-                send_in = self._send_due_in(now)
-            if spool_in == 0.0:
-                self.spool_step()
-                continue
-            if stop:
-                self._leave_all()
-                return True
-            if send_in == 0.0:
-                if not self._send_one():
-                    w._wakeup.wait(_POLL)
-                continue
-            timeouts = [t for t in (spool_in, send_in) if t is not None]
-            w._wakeup.wait(min(timeouts) if timeouts else None)
-
-    def idle(self, remaining: float) -> float:
-        """Called while a send waits out a backoff or hold: keep spooling; how long to wait at most."""
-        if self.broken is not None:
-            return remaining
-        w = self.worker
-        with w._lock:
-            due = self._spool_due_in(w._clock())
-        if due == 0.0:
-            self.spool_step()
-            return 0.0
-        return remaining if due is None else min(remaining, due)
-
-    def _spool_due_in(self, now: float) -> float | None:
-        """Seconds until what waits in memory must go to disk (0: now); None: nothing waits. Lock held."""
+    def spool_due(self, now: float, due: list[float]) -> bool:
+        """Whether what waits in memory must go to disk now; else add when it must to ``due``."""
         w = self.worker
         n = len(w._buffer)
-        if not n:
-            return None
+        if not n or self.stopped:
+            return False
         if w._stop or n >= w._batch_size or w._send_through > w._taken_seq:
-            return 0.0
+            return True
         oldest = w._oldest_at if w._oldest_at is not None else now
-        return max(0.0, float(oldest + min(SPOOL_DELAY, w._interval) - now))
+        at = oldest + min(SPOOL_DELAY, w._interval)
+        if now >= at:
+            return True
+        due.append(at - now)
+        return False
 
-    def _send_due_in(self, now: float) -> float | None:
-        """Seconds until a send from the spool is due (0: now); None: nothing to send. Lock held."""
+    def send_due(self, now: float, due: list[float]) -> bool:
+        """Whether a batch should be leased from the spool now (no batch is in flight)."""
         w = self.worker
-        if w._hold_until and w._hold_until > now:
-            return float(w._hold_until - now)
+        if w._stop or self.stopped:
+            return False
+        if now < self.next_lease:
+            due.append(self.next_lease - now)
+            return False
         if self.earlier:
-            return 0.0
-        if self.rows:
-            first = self.rows[0]
-            if len(self.rows) > 1 or first.events >= w._batch_size or w._send_through >= first.seqs[0]:
-                return 0.0
-            due = max(0.0, first.created + w._interval - now)
-        else:
-            due = None
-        scan = max(0.0, self.next_scan - now)  # rows of a process that died holding them
-        return scan if due is None else min(due, scan)
+            return True
+        if not self.rows:
+            due.append(_SCAN_INTERVAL)  # rows of a process that died holding them come back some time
+            return False
+        first = self.rows[0]
+        if len(self.rows) > 1 or first.events >= w._batch_size or w._send_through >= first.seqs[0]:
+            return True
+        at = first.created + w._interval - w._interval_jitter
+        if now >= at:
+            return True
+        due.append(at - now)
+        return False
 
     # -- memory -> disk --------------------------------------------------------------------------------
 
     def spool_step(self) -> None:
         """Write every event waiting in memory to the spool (on the flusher thread, never the caller's)."""
-        from serla._encode import MAX_REQUEST_BYTES
-        from serla._worker import MAX_BATCH, _Batch, _body_size
+        from serla._worker import _Batch, _body_size, _charge
 
         w = self.worker
         batches = []
+        cap = max(1, w._batch_size)
         with w._lock:
             buf = w._buffer
             while buf:
-                if len(buf) <= MAX_BATCH:
+                if len(buf) <= cap:
                     items = list(buf)
                     buf.clear()
                 else:
-                    items = [buf.popleft() for _ in range(MAX_BATCH)]
+                    items = [buf.popleft() for _ in range(cap)]
                 size = _body_size(items)
                 while size > MAX_REQUEST_BYTES and len(items) > 1:
                     last = items.pop()
@@ -923,26 +904,24 @@ class SpoolPump:
                 return
             for part in w._materialize(batch):
                 try:
-                    self._write(part)
+                    self._write(part, _charge(part.items))
                 except SpoolUnavailable as exc:
                     self._broke(exc)
                     self._back_to_memory([part, *batches[i + 1 :]])
                     return
 
-    def _write(self, part: Any) -> None:
-        from serla._encode import MAX_REQUEST_BYTES
-        from serla._worker import MAX_BATCH
-
+    def _write(self, part: Any, charge: int) -> None:
         w = self.worker
         n = len(part.items)
         size = sum(map(len, part.items))
+        cap = max(1, w._batch_size)
         row = self.open
         if (
             row is not None
-            and row.events + n <= MAX_BATCH
+            and row.events + n <= cap
             and row.size + size + row.events + n + 16 <= MAX_REQUEST_BYTES
             and row.key in self.by_key
-            and self.spool.extend_row("events", row.key, part.items, MAX_BATCH, MAX_REQUEST_BYTES - 16)
+            and self.spool.extend_row("events", row.key, part.items, cap, MAX_REQUEST_BYTES - 16)
         ):
             row.seqs.extend(part.seqs)
             row.events += n
@@ -959,11 +938,12 @@ class SpoolPump:
                 self.spool.directory,
                 self.spool.max_bytes,
             )
-            w._resolve_lost(part.seqs, "spool_full")
+            w._resolve(part, "spool_full")
             return
         with w._lock:
             w._in_flight -= n
-            w._limit += n  # on disk: no longer held in memory
+            w._pending_bytes -= charge  # on disk: out of the memory bounds
+            w._limit += n
             self.stats["spooled"] += n
             w._progress.notify_all()
 
@@ -980,188 +960,176 @@ class SpoolPump:
                 w._in_flight -= len(items)
                 w._oldest_at = w._clock()
                 return
-        w._resolve_lost(seqs, "spool_error")
+        for b in batches:
+            w._resolve(b, "spool_error")
 
     # -- disk -> server --------------------------------------------------------------------------------------
 
-    def _send_one(self) -> bool:
-        """Lease the oldest free batch and deliver it; False when none was free (others hold them)."""
-        from serla._worker import _Batch
+    def lease_step(self) -> None:
+        """Lease the oldest free batch(es) of this host and key and make them the batch in flight."""
+        from serla._worker import MAX_BATCH, _Batch, _body_size, _charge
 
         w = self.worker
+        with w._lock:
+            merge = MAX_BATCH // max(1, w._batch_size) if w._pace else 1
         try:
-            leased = self.spool.lease("events", 1)
+            leased = self.spool.lease("events", merge)
         except SpoolUnavailable as exc:
-            if exc.transient:
-                return False
-            self._broke(exc)
-            return True
+            if not exc.transient:
+                self._broke(exc)
+            with w._lock:
+                self.next_lease = w._clock() + _POLL
+            return
         now = w._clock()
         if not leased:
-            self.next_scan = now + _SCAN_INTERVAL
+            with w._lock:
+                self.next_lease = now + _POLL
             self._reconcile()
-            return False
-        (row,) = leased
-        mine = self.by_key.get(row.key)
-        if mine is not None and not self._due(mine, now) and not self.earlier:
-            self.spool.release(row)  # a scan found our own batch, not due yet
-            self.next_scan = now + _SCAN_INTERVAL
-            return False
-        if mine is self.open:
-            self.open = None  # leased: no longer grown
-        seqs = mine.seqs if mine is not None else []
-        batch = _Batch(row.items, list(seqs), row.key, seqs[-1] if seqs else 0)
-        batch.row = row
+            return
+        take: list[SpooledBatch] = []
+        events = 0
+        for row in leased:  # up to 100 events and MAX_REQUEST_BYTES in one request
+            items = [i for r in take for i in r.items] + row.items
+            if take and (events + len(row.items) > MAX_BATCH or _body_size(items) > MAX_REQUEST_BYTES):
+                break
+            take.append(row)
+            events += len(row.items)
+        give_back = leased[len(take) :]
+        for row in give_back:
+            self.spool.release(row)
+        items, seqs = [], []
+        mine_events = 0
+        last = 0
+        for row in take:
+            mine = self.by_key.get(row.key)
+            items.extend(row.items)
+            if mine is not None:
+                seqs.extend(mine.seqs)
+                mine_events += len(mine.seqs)
+                last = max(last, mine.seqs[-1])
+                if mine is self.open:
+                    self.open = None  # leased: no longer grown
+            else:
+                seqs.extend([-1] * len(row.items))  # an earlier run's: never in this process's flush()
         with w._lock:
-            w._in_flight = len(seqs)
-        self._resolved = False
-        with w._lock:
-            sent_before = w._stats["sent"]
-        w._deliver(batch)  # calls done(), leave() or renew() on the way
-        with w._lock:
-            delivered = w._stats["sent"] - sent_before  # only the flusher thread sends
-            self.stats["sent_from_spool"] += delivered
-            if mine is None:
-                self.stats["from_earlier_runs"] += delivered
-            if mine is not None and self._resolved:
-                w._limit -= len(mine.seqs)  # only now: ``_pending`` went down first (room never shrinks)
-            w._progress.notify_all()
-        self._forget(row.key, row.id)
-        return True
+            w._key_seq += 1
+            key = take[0].key if len(take) == 1 else f"{w._key_prefix}{w._key_seq:012x}"
+            batch = _Batch(items, seqs, key, last)
+            w._pending += len(items) - mine_events  # an earlier run's events count while in flight
+            w._pending_bytes += _charge(items)
+            w._limit -= mine_events
+            w._in_flight = len(items)
+            w._todo.append(batch)
+            whole = _Batch([], [], key, last)
+            whole.row = take
+            w._whole = whole
+            self.leased_at = now
 
-    def done(self, batch: Any) -> None:
-        """A spooled batch is resolved (delivered, or dropped by the server): delete it from the spool."""
-        row = batch.row
-        batch.row = None
+    def renew(self, whole: Any) -> bool:
+        """Before a resend, or a send long after the lease: keep it. False: another process took it."""
+        w = self.worker
+        if w._clock() - self.leased_at < self.spool.lease_seconds / 3 and not w._todo[0].attempts:
+            return True
         try:
-            self.spool.ack(row)
+            kept = all(self.spool.extend(row) for row in whole.row)
+        except SpoolUnavailable:
+            return True  # can't tell: send it (at least once)
+        self.leased_at = w._clock()
+        if kept:
+            return True
+        rows = whole.row
+        whole.row = None
+        self._release_quietly(rows)
+        self._let_go(taken=True, rows=rows)
+        return False
+
+    def done(self, whole: Any) -> None:
+        """The batch in flight is resolved (delivered, or dropped by the server): delete it from disk."""
+        rows = whole.row
+        whole.row = None
+        try:
+            self.spool.ack(*rows)
         except SpoolUnavailable as exc:
             self._broke(exc)
         w = self.worker
         with w._lock:
-            self._resolved = True
-            if self.earlier.pop(row.id, None) is not None:
-                w._progress.notify_all()
-
-    def _due(self, row: _Row, now: float) -> bool:
-        w = self.worker
-        return (
-            row is not self.rows[0]
-            or len(self.rows) > 1
-            or row.events >= w._batch_size
-            or w._send_through >= row.seqs[0]
-            or now - row.created >= w._interval
-            or w._stop
-        )
-
-    def _forget(self, key: str, row_id: int) -> None:
-        with self.worker._lock:
-            row = self.by_key.pop(key, None)
-            if row is not None:
-                self.rows.remove(row)
-                if row is self.open:
-                    self.open = None
-            if self.earlier.pop(row_id, None) is not None:
-                self.worker._progress.notify_all()
+            for row in rows:
+                mine = self.by_key.pop(row.key, None)
+                if mine is not None:
+                    self.rows.remove(mine)
+                    if mine is self.open:
+                        self.open = None
+                else:
+                    self.stats["from_earlier_runs"] += len(row.items)
+                self.earlier.pop(row.id, None)
+            self.stats["sent_from_spool"] += sum(len(r.items) for r in rows)
+            w._progress.notify_all()
 
     def _reconcile(self) -> None:
         """Nothing free to lease: rows of ours or found at open that are gone were sent by another process."""
         w = self.worker
         try:
             ids = self.spool.row_ids("events")
+            present = self._keys_present()
         except SpoolUnavailable:
             return
         with w._lock:
             for row_id in [i for i in self.earlier if i not in ids]:
                 del self.earlier[row_id]
-            w._progress.notify_all()
-        keys_present = self._keys_present()
-        if keys_present is None:
-            return
-        for row in list(self.rows):
-            if row.key not in keys_present:
-                with w._lock:
-                    w._pending -= len(row.seqs)
-                    w._limit -= len(row.seqs)
+            for row in list(self.rows):
+                if row.key not in present:  # another process delivered it: resolved, not by us
+                    n = len(row.seqs)
+                    w._pending -= n
+                    w._limit -= n
                     w._done_seq = max(w._done_seq, row.seqs[-1])
-                    w._progress.notify_all()
-                self._forget(row.key, -1)
+                    self.rows.remove(row)
+                    del self.by_key[row.key]
+                    if row is self.open:
+                        self.open = None
+            w._progress.notify_all()
 
-    def _keys_present(self) -> set[str] | None:
+    def _keys_present(self) -> set[str]:
         keys = [row.key for row in self.rows]
         if not keys:
             return set()
-        try:
-            with self.spool._lock:
-                conn = self.spool._connection()
+        spool = self.spool
+        with spool._lock:
+            conn = spool._connection()
+            try:
                 marks = ",".join("?" * len(keys))
                 found = conn.execute(
                     f"SELECT key FROM batches WHERE tag = ? AND lane = 'events' AND key IN ({marks})",
-                    (self.spool._tag, *keys),
+                    (spool._tag, *keys),
                 ).fetchall()
-        except (sqlite3.Error, SpoolUnavailable):
-            return None
+            except sqlite3.Error as exc:
+                raise classify(exc) from None
         return {k for (k,) in found}
-
-    # -- hooks called from ``BatchWorker._deliver`` ---------------------------------------------------------
-
-    def renew(self, batch: Any) -> bool:
-        """Before a resend: keep the lease. False when another process took the batch (it sends it)."""
-        row = batch.row
-        try:
-            if self.spool.extend(row):
-                return True
-        except SpoolUnavailable:
-            return True  # can't tell: send it (at least once)
-        w = self.worker
-        with w._lock:  # taken by another process: its events are its business now
-            n = len(batch.seqs)
-            w._pending -= n
-            w._in_flight = 0
-            w._limit -= n
-            w._progress.notify_all()
-        batch.row = None
-        return False
-
-    def leave(self, batch: Any, todo: Any) -> None:
-        """Stopping in the middle of a batch: what is not delivered stays on disk for the next run."""
-        row = batch.row
-        items = [item for part in todo for item in part.items]
-        seqs = [s for part in todo for s in part.seqs]
-        try:
-            if len(items) == len(row.items):
-                self.spool.release(row)
-            else:
-                self.spool.replace(row, items)
-        except SpoolUnavailable as exc:
-            self._broke(exc)
-        self._left(seqs, len(items))
-        batch.row = None
 
     # -- stopping and giving up ------------------------------------------------------------------------
 
-    def _left(self, seqs: list[int], events: int) -> None:
+    def stop(self) -> None:
+        """At shutdown: write what is in memory to disk and leave every batch of ours there. Once."""
+        if self.stopped:
+            return
+        if self.broken is None and self.worker._buffer:
+            self.spool_step()
+        if self.broken is not None:
+            return
         w = self.worker
-        with w._lock:
-            n = len(seqs)
-            w._pending -= n
-            w._in_flight = max(0, w._in_flight - n)
-            w._limit -= n
-            self.stats["left"] += events
-            lost = w._lost
-            for s in seqs:
-                if len(lost) == lost.maxlen:
-                    w._lost_evicted = max(w._lost_evicted, lost[0])
-                lost.append(s)
-            if seqs:
-                w._done_seq = max(w._done_seq, seqs[-1])
-            w._progress.notify_all()
-
-    def _leave_all(self) -> None:
-        """At stop: every batch of ours still on disk stays there."""
-        for row in list(self.rows):
-            self._left(row.seqs, row.events)
-            self._forget(row.key, -1)
+        whole = w._whole
+        if whole is not None and whole.row is not None and w._todo:
+            rows = whole.row
+            items = [i for part in w._todo for i in part.items]
+            try:
+                if len(rows) == 1 and len(items) < len(rows[0].items):
+                    self.spool.replace(rows[0], items)  # part of it was delivered: keep the rest only
+                else:
+                    self._release_quietly(rows)
+            except SpoolUnavailable as exc:
+                self._broke(exc)
+            whole.row = None
+            self._let_go(taken=False, rows=rows)
+        self._leave_rows()
         try:
             self.closed_waiting = self.spool.waiting()
         except SpoolUnavailable:
@@ -1170,24 +1138,80 @@ class SpoolPump:
             log_debug(
                 "serla: %d events left in the spool %s for the next run", self.stats["left"], self.spool.path
             )
+        self.stopped = True
         self.spool.close()
 
-    def _broke(self, exc: SpoolUnavailable) -> None:
-        if self.broken is None:
-            self.broken = str(exc)
-            warn_limited(
-                "spool_unavailable",
-                "serla: the spool %s can't be used (%s); events are kept in memory only",
-                self.spool.directory,
-                exc,
-            )
+    def _release_quietly(self, rows: list[SpooledBatch]) -> None:
+        for row in rows:
+            with contextlib.suppress(SpoolUnavailable):
+                self.spool.release(row)
 
-    def _give_up(self) -> None:
-        """The spool broke: our batches on disk stay there (the next run sends them); go on in memory."""
-        for row in list(self.rows):
-            self._left(row.seqs, row.events)
-            self._forget(row.key, -1)
+    def _let_go(self, taken: bool, rows: list[SpooledBatch]) -> None:
+        """The batch in flight stays on disk (stopping) or another process took it over: resolve it here
+        without counting it as delivered or dropped."""
+        from serla._worker import _charge
+
         w = self.worker
         with w._lock:
+            for row in rows:
+                mine = self.by_key.pop(row.key, None)
+                if mine is not None:
+                    self.rows.remove(mine)
+                    if mine is self.open:
+                        self.open = None
+            parts = list(w._todo)
+            w._todo.clear()
+            for part in parts:
+                n = len(part.items)
+                w._pending -= n
+                w._pending_bytes -= _charge(part.items)
+                own = [s for s in part.seqs if s > 0]
+                if not taken:
+                    self.stats["left"] += len(own)
+                    self._mark_lost(own)
+            w._in_flight = 0
+            if w._whole is not None:
+                w._finish_batch()
+            w._progress.notify_all()
+        self.leased_at = 0.0
+
+    def _mark_lost(self, seqs: list[int]) -> None:
+        """Not delivered by this process (left on disk): ``flush()`` returns False for them (lock held)."""
+        w = self.worker
+        lost = w._lost
+        for s in seqs:
+            if len(lost) == lost.maxlen:
+                w._lost_evicted = max(w._lost_evicted, lost[0])
+            lost.append(s)
+
+    def _leave_rows(self) -> None:
+        """Every batch of ours still on disk stays there, for the next run."""
+        w = self.worker
+        with w._lock:
+            for row in self.rows:
+                n = len(row.seqs)
+                w._pending -= n
+                w._limit -= n
+                self.stats["left"] += n
+                self._mark_lost(row.seqs)
+                w._done_seq = max(w._done_seq, row.seqs[-1])
+            self.rows.clear()
+            self.by_key.clear()
+            self.open = None
             self.earlier.clear()
             w._progress.notify_all()
+
+    def _broke(self, exc: SpoolUnavailable) -> None:
+        """The spool can't be used any more: one WARNING; our batches on disk stay there; go on in memory."""
+        if self.broken is not None:
+            return
+        self.broken = str(exc)
+        warn_limited(
+            "spool_unavailable",
+            "serla: the spool %s can't be used (%s); events are kept in memory only",
+            self.spool.directory,
+            exc,
+        )
+        self._leave_rows()
+        with self.worker._lock:
+            self.worker._limit = self.worker._max

@@ -1,22 +1,38 @@
-"""The delivery pipeline: one bounded buffer and one daemon thread per client.
+"""The delivery pipeline: bounded buffers and one daemon thread per client.
+
+Lanes. Events are batched to ``POST /api/v1/events/batch``; error reports and LLM records are *lanes*
+of single-record requests (``/api/v1/errors``, ``/api/v1/llm``). Each lane has its own buffer, its own
+hold (a 429 on one endpoint never holds up another, since the server counts them in separate buckets)
+and its own switch (a 402 turns a lane off, with one WARNING; events go on). One thread serves them all,
+one request at a time, taking turns between the lanes that are ready.
 
 Invariants (read these before changing anything here):
 
-* ``_lock`` guards every field below it in ``__init__``. It is held only to append to, pop from or read
-  the buffer and counters, never during I/O or a wait on ``_wakeup``.
-* Events are resolved (delivered or dropped) strictly in the order they were accepted: the flusher sends
-  one batch at a time and finishes it (including its split halves and retries) before taking the next.
-  So "every event accepted before this ``flush()`` is resolved" is the single number ``_done_seq``.
-* ``_pending`` counts accepted events not yet resolved (buffered + in flight). It never exceeds
-  ``max_queue_size``: that is the memory bound.
-* Only the flusher thread calls the transport, except in *inline mode*, when no thread can be started
-  (during interpreter shutdown): then ``flush()`` sends on the calling thread, under ``_inline_lock``.
+* ``_lock`` guards every field below it in ``_init_state``. It is held only to append to, pop from or
+  read the buffers and counters, never during I/O or a wait.
+* Events are resolved (delivered or dropped) strictly in the order they were accepted: the events lane
+  sends one batch at a time and finishes it (its split halves and retries included) before taking the
+  next. So "every event accepted before this ``flush()`` is resolved" is the single number ``_done_seq``.
+  Each part of a batch is resolved exactly once (:meth:`_resolve`): an accounting that can't go negative.
+* One delivery path: :meth:`_step` makes at most one request and returns how long nothing is due. The
+  flusher thread loops over it; when no thread can run (interpreter shutdown), ``flush()`` loops over the
+  very same method on the calling thread.
 
-Batching: ``batch_size`` is the number of waiting events that triggers a send (besides the interval and
-``flush()``). A request carries every event waiting at that moment, up to ``MAX_BATCH`` (100, the
-server's cap) and ``MAX_REQUEST_BYTES``: so a backlog that built up while the previous request was in
-flight is drained in requests of up to 100 events, and fewer, fuller requests keep a fast producer
-within the server's 100 requests/minute limit.
+Memory bounds (see ``Serla``'s docstring):
+
+* While the endpoint is *down* (network errors, timeouts, 5xx, a paused key or quota), at most
+  ``max_queue_size`` events are held: nobody knows when it comes back.
+* While it is *up* (delivering, slow, or rate limiting with ``Retry-After``: the data is deliverable and
+  the server says when), the bound is ``max_buffer_bytes`` of encoded events.
+
+Batching: a request carries at most ``batch_size`` events (the seed's "max events per flushed batch"),
+and is sent when ``batch_size`` events wait, when the oldest has waited ``flush_interval`` (give or take
+10 %, so that a fleet's interval flushes don't fire in step) or on ``flush()``. While the project is rate
+limited (a 429 with ``Retry-After``), requests carry up to 100 events, the server's cap, until the backlog
+is gone: the server's request budget, not the event count, is then the limit. The client also paces
+itself (an interval between requests that doubles on each 429 and shrinks on each success), so a fleet
+that shares the project's budget spreads its requests over the window instead of spending it in the first
+second and collecting 429s for the rest.
 
 This module is imported when a client is created; the retry policy (``serla._retry``) and the transport
 are imported by the flusher on its first send.
@@ -31,7 +47,7 @@ import threading
 import time
 from _weakref import ref as weakref_ref
 
-from serla._config import log_debug, log_exception, warn_limited
+from serla._config import log_debug, log_exception, log_warning, warn_limited
 from serla._encode import MAX_EVENT_BYTES, MAX_REQUEST_BYTES
 
 TYPE_CHECKING = False
@@ -44,19 +60,31 @@ if TYPE_CHECKING:
 BATCH_PATH: Final = "/api/v1/events/batch"
 MAX_BATCH: Final = 100
 """The server takes at most 100 events per request."""
+LANE_PATHS: Final = {"errors": "/api/v1/errors", "llm": "/api/v1/llm"}
+"""The single-record lanes and their endpoints."""
+LANE_MAX_RECORDS: Final = 1000
+LANE_MAX_BYTES: Final = 16 * 1024 * 1024
+_ITEM_OVERHEAD: Final = 48  # a bytes object's header and its deque slot, charged to the byte bound
+_DEFERRED_CHARGE: Final = 1024  # a Deferred's charge until its JSON is built
 _WARN_AFTER_ATTEMPTS: Final = 4  # failed sends of one batch (about 1+2+4 s of backoff) before a WARNING
+_STOP: Final = -1.0
 
 _HEAD: Final = b'{"events":['
 _TAIL: Final = b"]}"
 
 
+def _random() -> float:
+    """A float in [0, 1) for jitter, without importing ``random`` (and ``hashlib`` behind it)."""
+    return int.from_bytes(os.urandom(4), "big") / 4294967296.0
+
+
 class Deferred:
     """An accepted event whose JSON is built on the flusher thread, when its batch is taken.
 
-    For callers whose event data can't change after the call (the OpenTelemetry bridge: an ended span's
-    attributes are immutable, and the properties are built from them): they skip encoding on the
-    application's thread. ``build(*args)`` returns the event's JSON, or ``None`` to drop it. Until then
-    the event counts like any other (``pending_count()``, ``max_queue_size``, ``flush()``).
+    A generic mechanism for callers whose event data can't change after the call (the OpenTelemetry
+    bridge: an ended span's attributes are immutable): they skip encoding on the application's thread.
+    ``build(*args)`` returns the event's JSON, or ``None`` to drop it. Until then the event counts like
+    any other (``pending_count()``, the memory bounds, ``flush()``), charged as 1 KiB.
     """
 
     __slots__ = ("args", "build")
@@ -66,10 +94,7 @@ class Deferred:
         self.args = args
 
     def __len__(self) -> int:
-        return _DEFERRED_SIZE_GUESS  # for the request-size estimate in ``_take``; the real size is checked
-
-
-_DEFERRED_SIZE_GUESS: Final = 1024
+        return _DEFERRED_CHARGE
 
 
 class _Batch:
@@ -79,12 +104,12 @@ class _Batch:
 
     def __init__(self, items: list[Any], seqs: list[int], key: str, last_seq: int) -> None:
         self.items = items
-        self.seqs = seqs  # this process's events (empty for a batch an earlier run left in the spool)
+        self.seqs = seqs
         self.key = key
         self.last_seq = last_seq
         self.attempts = 0
         self.flush_gen = 0
-        self.row: Any = None  # the spool's SpooledBatch when it was leased from a spool
+        self.row: Any = None  # on ``_whole``: the spool's rows this batch was leased from (serla._spool)
 
     def body(self) -> bytes:
         return _HEAD + b",".join(self.items) + _TAIL
@@ -102,29 +127,90 @@ class _Batch:
 
 
 def _body_size(items: list[Any]) -> int:
-    """The bytes of a request body carrying ``items`` (a ``Deferred`` counts as its size estimate)."""
+    """The bytes of a request body carrying ``items`` (a ``Deferred`` counts as its charge)."""
     return len(_HEAD) + len(_TAIL) + len(items) + sum(map(len, items))
 
 
+def _charge(items: list[Any]) -> int:
+    return sum(map(len, items)) + _ITEM_OVERHEAD * len(items)
+
+
+class _Record:
+    """One record of a single-record lane: its body and its stable idempotency key."""
+
+    __slots__ = ("attempts", "body", "flush_gen", "key")
+
+    def __init__(self, body: bytes, key: str) -> None:
+        self.body = body
+        self.key = key
+        self.attempts = 0
+        self.flush_gen = 0
+
+
+class _Lane:
+    """A lane of single-record requests (errors, LLM records): buffer, hold, switch and counters."""
+
+    __slots__ = (
+        "accepted",
+        "buffer",
+        "current",
+        "disabled",
+        "done",
+        "dropped",
+        "hold_kind",
+        "hold_until",
+        "lost",
+        "name",
+        "path",
+        "queued_bytes",
+        "sent",
+    )
+
+    def __init__(self, name: str, path: str) -> None:
+        self.name = name
+        self.path = path
+        self.buffer: collections.deque[_Record] = collections.deque()
+        self.current: _Record | None = None
+        self.queued_bytes = 0
+        self.accepted = 0
+        self.done = 0  # records resolved (delivered or dropped), in order
+        self.lost = 0
+        self.sent = 0
+        self.dropped: dict[str, int] = collections.defaultdict(int)
+        self.hold_until = 0.0
+        self.hold_kind = ""
+        self.disabled = ""  # the reason the lane is off, or ""
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "queued": len(self.buffer) + (self.current is not None),
+            "accepted": self.accepted,
+            "sent": self.sent,
+            "dropped": dict(self.dropped),
+            "disabled": self.disabled or None,
+        }
+
+
 class BatchWorker:
-    """Buffers encoded events and delivers them in batches from one named daemon thread.
+    """Buffers encoded events and records, and delivers them from one named daemon thread.
 
     Args:
         transport_factory: Returns a fresh :class:`~serla._transport.Transport` (called lazily, and again
             in a forked child).
-        batch_size: How many waiting events trigger a send, 1..100. A request carries every event waiting
-            when it is built, up to 100.
+        batch_size: The most events a request carries, 1..100, while the server keeps up; up to 100
+            while the project is rate limited. Also how many waiting events trigger a send.
         flush_interval: The longest an event waits in the buffer before a send, in seconds.
-        max_queue_size: The most events held (buffered + in flight); more are refused and counted.
-        block_on_full: How long ``put`` may wait for room while deliveries succeed, in seconds. While the
-            endpoint fails, ``put`` never waits.
+        max_queue_size: The most events held while the endpoint is down; more are refused and counted.
+        max_buffer_bytes: The most bytes of events held while the endpoint is up (slow or rate limited).
+        block_on_full: How long ``put`` may wait for room while deliveries succeed, in seconds (opt-in;
+            ``0`` never waits). While the endpoint fails, ``put`` never waits.
         policy: The retry policy.
         clock: Monotonic clock (injectable).
         wall_clock: Wall clock for ``Retry-After`` dates (injectable).
         rng: Random source for jitter (injectable).
         name: The thread's name.
-        spool_opener: With a durable spool: opens it and returns a ``serla._spool.SpoolPump`` (called
-            on first use, and again in a forked child); it raises ``SpoolUnavailable`` if it can't.
+        spool_opener: With a durable spool: opens it and returns a ``serla._spool.SpoolPump`` for this
+            worker (called on first use, again in a forked child); raises ``SpoolUnavailable`` if it can't.
     """
 
     def __init__(
@@ -134,11 +220,12 @@ class BatchWorker:
         batch_size: int,
         flush_interval: float,
         max_queue_size: int,
-        block_on_full: float,
+        max_buffer_bytes: int = 64 * 1024 * 1024,
+        block_on_full: float = 0.0,
         policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
-        rng: Callable[[], float] | None = None,
+        rng: Callable[[], float] = _random,
         name: str = "serla-flusher",
         spool_opener: Callable[[BatchWorker], Any] | None = None,
     ) -> None:
@@ -147,11 +234,12 @@ class BatchWorker:
         self._batch_size = batch_size
         self._interval = flush_interval
         self._max = max_queue_size
+        self._max_bytes = max_buffer_bytes
         self._block_on_full = block_on_full
         self._policy = policy  # None: the default RetryPolicy, made on the first failed send
         self._clock = clock
         self._wall_clock = wall_clock
-        self._rng = rng  # None: random.random, imported on the first failed send
+        self._rng = rng
         self._name = name
         self._init_state()
         # A forked child must start empty, with fresh locks and no thread (the parent's are not its own).
@@ -178,15 +266,18 @@ class BatchWorker:
         self._thread: threading.Thread | None = None
         self._thread_failed = False
         self._transport: Transport | None = None
-        self._limit = self._max  # put() refuses at this many pending: max_queue_size + events on disk
-        self._pump: Any = None  # the SpoolPump, once the spool is open (serla._spool)
+        self._limit = self._max  # the count bound: max_queue_size, plus the events of ours in the spool
+        self._pump: Any = None  # the SpoolPump once the spool is open (serla._spool)
         self._spool_lock = threading.Lock()
         self._spool_error: str | None = None
         self._accepted_seq = 0  # seq of the last accepted event
         self._taken_seq = 0  # seq of the last event moved from the buffer into a batch
         self._done_seq = 0  # every event with seq <= this is resolved
-        self._pending = 0
+        self._pending = 0  # events accepted, not resolved
+        self._pending_bytes = 0  # their charge against max_buffer_bytes
+        self._up = True  # the endpoint is up: the byte bound applies, else the count bound
         self._oldest_at: float | None = None  # when the buffer last became non-empty
+        self._interval_jitter = 0.0
         self._send_through = 0  # send without waiting for the interval up to this seq
         self._flush_gen = 0
         self._flushers = 0
@@ -194,8 +285,13 @@ class BatchWorker:
         self._stop = False  # flusher: exit as soon as possible
         self._healthy = True
         self._hold_until = 0.0
-        self._hold_kind = ""  # "backoff" (a flush may cut it short) or "hold" (server-imposed)
+        self._hold_kind = ""  # "backoff" (a flush may cut it short), "hold" (server-imposed) or "pace"
+        self._pace = 0.0  # seconds between event requests while rate limited; 0: not paced
+        self._todo: collections.deque[_Batch] = collections.deque()  # the batch in flight, in parts
+        self._whole: _Batch | None = None  # the batch the parts in _todo came from
         self._in_flight = 0
+        self._lanes = {name: _Lane(name, path) for name, path in LANE_PATHS.items()}
+        self._turn = 0  # round-robin position among ready lanes
         self._lost: collections.deque[int] = collections.deque(maxlen=4096)
         self._lost_evicted = 0  # the highest seq that fell out of _lost
         self._stats: dict[str, int] = collections.defaultdict(int)
@@ -213,12 +309,15 @@ class BatchWorker:
     def put(self, data: bytes | Deferred, wait: bool = True) -> bool:
         """Accept one encoded (or :class:`Deferred`) event; return False (and count it) if it is refused.
 
-        ``wait=False`` refuses at once when the queue is full, even while deliveries succeed (for callers
-        on a thread that must never wait). Never raises.
+        Never waits unless ``block_on_full`` is set (opt-in) and ``wait`` is true. Never raises.
         """
+        size = len(data) + _ITEM_OVERHEAD
         with self._lock:
-            if self._pending < self._limit and not self._closed:  # the common case, first
+            if not self._closed and (
+                self._pending_bytes + size <= self._max_bytes if self._up else self._pending < self._limit
+            ):  # the common case, first
                 self._pending += 1
+                self._pending_bytes += size
                 self._accepted_seq += 1
                 buf = self._buffer
                 buf.append(data)
@@ -232,30 +331,32 @@ class BatchWorker:
             elif self._closed:
                 self._dropped["shutdown"] += 1
                 refused = "shutdown"
-            elif not wait or not self._wait_for_room():
+            elif not wait or not self._wait_for_room(size):
                 self._dropped["queue_full"] += 1
-                refused = "queue_full" if wait or not self._can_block() else "queue_full_nowait"
+                refused = "queue_full"
             else:
                 self._pending += 1
+                self._pending_bytes += size
                 self._accepted_seq += 1
                 self._buffer.append(data)
                 wake = True
                 refused = ""
         if refused:
-            if refused == "queue_full_nowait":
-                warn_limited(
-                    "queue_full_nowait",
-                    "serla: event dropped: %d events are already waiting (max_queue_size) and this caller "
-                    "(an OpenTelemetry processor, on the application's thread) does not wait for room",
-                    self._max,
-                )
-            elif refused == "queue_full":
-                warn_limited(
-                    "queue_full",
-                    "serla: event dropped: %d events are already waiting (max_queue_size) and the endpoint "
-                    "is not accepting them right now; see Serla.stats()['dropped']",
-                    self._max,
-                )
+            if refused == "queue_full":
+                if self._up:
+                    warn_limited(
+                        "queue_full",
+                        "serla: event dropped: %d bytes of events are already waiting (max_buffer_bytes) "
+                        "for a slow or rate-limited endpoint; see Serla.stats()['dropped']",
+                        self._max_bytes,
+                    )
+                else:
+                    warn_limited(
+                        "queue_full",
+                        "serla: event dropped: %d events are already waiting (max_queue_size) and the "
+                        "endpoint is not accepting them right now; see Serla.stats()['dropped']",
+                        self._max,
+                    )
             else:
                 warn_limited("closed", "serla: event dropped: the client was shut down")
             return False
@@ -265,14 +366,19 @@ class BatchWorker:
             self._wakeup.set()
         return True
 
-    def _wait_for_room(self) -> bool:
+    def _has_room(self, size: int) -> bool:
+        if self._up:
+            return self._pending_bytes + size <= self._max_bytes
+        return self._pending < self._limit
+
+    def _wait_for_room(self, size: int) -> bool:
         """Wait (caller holds ``_lock``) for the flusher to make room, only while deliveries succeed."""
         if self._block_on_full <= 0 or not self._can_block():
             return False
         deadline = self._clock() + self._block_on_full
         self._send_through = max(self._send_through, self._accepted_seq)
         self._wakeup.set()
-        while self._pending >= self._limit:
+        while not self._has_room(size):
             remaining = deadline - self._clock()
             if remaining <= 0 or not self._can_block():
                 return False
@@ -288,6 +394,51 @@ class BatchWorker:
             and thread.is_alive()
             and thread is not threading.current_thread()
         )
+
+    def submit(self, lane: str, body: bytes) -> bool:
+        """Accept one record for a single-record lane (``"errors"``, ``"llm"``). Never waits or raises.
+
+        Args:
+            lane: The lane's name.
+            body: The complete JSON request body of one record.
+
+        Returns:
+            False (and counted in the lane's ``dropped``) when the lane is off (after a 402), full
+            (1,000 records or 16 MiB) or the worker is closed.
+        """
+        try:
+            with self._lock:
+                state = self._lanes[lane]
+                if state.disabled:
+                    state.dropped[state.disabled] += 1
+                    return False
+                if self._closed:
+                    state.dropped["shutdown"] += 1
+                    return False
+                if len(state.buffer) >= LANE_MAX_RECORDS or state.queued_bytes + len(body) > LANE_MAX_BYTES:
+                    state.dropped["queue_full"] += 1
+                    full = True
+                else:
+                    self._key_seq += 1
+                    state.buffer.append(_Record(body, f"{self._key_prefix}{self._key_seq:012x}"))
+                    state.queued_bytes += len(body)
+                    state.accepted += 1
+                    full = False
+            if full:
+                warn_limited(
+                    f"lane_full_{lane}",
+                    "serla: %s record dropped: %d records are already waiting",
+                    lane,
+                    1000,
+                )
+                return False
+            if self._thread is None and not self._thread_failed:
+                self._start_thread()
+            self._wakeup.set()
+            return True
+        except Exception:
+            log_exception("serla: could not queue a %s record", lane)
+            return False
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -322,9 +473,9 @@ class BatchWorker:
         self._closed = closed
 
     def flush(self, timeout: float | None) -> bool:
-        """Wait until every event accepted before this call is resolved.
+        """Wait until every event and record accepted before this call is resolved.
 
-        With a spool, also until the events an earlier run left in it (same host and key) are delivered.
+        With a spool, also until the events an earlier run left there (same host and key) are delivered.
 
         Args:
             timeout: Seconds to wait at most; ``None`` waits without bound.
@@ -350,31 +501,34 @@ class BatchWorker:
         if self._spool_opener is None or self._spool_error is not None:
             return None
         pump = self._pump
-        if pump is not None:
-            return None if pump.broken is not None else pump
-        with self._spool_lock:
-            if self._pump is None and self._spool_error is None:
-                from serla._spool import SpoolUnavailable
+        if pump is None:
+            with self._spool_lock:
+                if self._pump is None and self._spool_error is None:
+                    from serla._spool import SpoolUnavailable
 
-                try:
-                    self._pump = self._spool_opener(self)
-                except SpoolUnavailable as exc:
-                    self._spool_error = str(exc)
-                    warn_limited(
-                        "spool_unavailable",
-                        "serla: the spool can't be used (%s); events are kept in memory only",
-                        exc,
-                    )
-                except Exception:
-                    self._spool_error = "unexpected error opening the spool"
-                    log_exception("serla: the spool can't be opened; events are kept in memory only")
-        return self._pump
+                    try:
+                        self._pump = self._spool_opener(self)
+                    except SpoolUnavailable as exc:
+                        self._spool_error = str(exc)
+                        warn_limited(
+                            "spool_unavailable",
+                            "serla: the spool can't be used (%s); events are kept in memory only",
+                            exc,
+                        )
+                    except Exception:
+                        self._spool_error = "unexpected error opening the spool"
+                        log_exception("serla: the spool can't be opened; events are kept in memory only")
+                pump = self._pump
+        return None if pump is None or pump.broken is not None else pump
 
     def _flush(self, deadline: float | None) -> bool:
         with self._lock:
             target = self._accepted_seq
             start = self._done_seq
-            if self._done_seq >= target:
+            lane_targets = {
+                lane: (s.accepted, s.lost) for lane, s in self._lanes.items() if s.accepted > s.done
+            }
+            if self._done_seq >= target and not lane_targets:
                 return True
             self._send_through = max(self._send_through, target)
             self._flush_gen += 1
@@ -383,25 +537,54 @@ class BatchWorker:
             if self._thread is None and not self._thread_failed:
                 self._start_thread()
             thread = self._thread
-            if thread is None or not thread.is_alive():
-                self._drain_inline(deadline, target)
-            elif thread is threading.current_thread():
+            if thread is threading.current_thread():
                 return False
+            inline = thread is None or not thread.is_alive()
             self._wakeup.set()
-            with self._lock:
-                while self._done_seq < target:
-                    if self._hold_kind == "hold" and deadline is not None and self._hold_until > deadline:
-                        break  # the server told us to wait past the deadline: no point waiting
-                    remaining = None if deadline is None else deadline - self._clock()
-                    if remaining is not None and remaining <= 0:
+            while True:
+                with self._lock:
+                    if self._flushed(target, lane_targets):
                         break
-                    self._progress.wait(remaining)
-                if self._done_seq < target:
+                    remaining = None if deadline is None else deadline - self._clock()
+                    if remaining is not None and (remaining <= 0 or self._held_past(deadline)):
+                        return False  # the server told us to wait past the deadline: no point waiting
+                    if not inline:
+                        self._progress.wait(remaining)
+                        continue
+                with self._inline_lock:  # no thread: the same delivery path, on this thread
+                    wait = self._step()
+                if wait == _STOP:
                     return False
-                return self._lost_evicted <= start and not any(start < s <= target for s in self._lost)
+                if wait is None or wait > 0:
+                    limit = 0.05 if wait is None else wait
+                    self._wakeup.wait(limit if remaining is None else min(limit, remaining))
+                    self._wakeup.clear()
+            with self._lock:
+                lanes_ok = all(self._lanes[lane].lost == lost for lane, (_, lost) in lane_targets.items())
+                return (
+                    lanes_ok
+                    and self._lost_evicted <= start
+                    and not any(start < s <= target for s in self._lost)
+                )
         finally:
             with self._lock:
                 self._flushers -= 1
+
+    def _flushed(self, target: int, lane_targets: dict[str, tuple[int, int]]) -> bool:
+        if self._done_seq < target:
+            return False
+        return all(self._lanes[lane].done >= want for lane, (want, _) in lane_targets.items())
+
+    def _held_past(self, deadline: float | None) -> bool:
+        """Whether a server-imposed hold on work we wait for outlasts ``deadline`` (caller holds the lock)."""
+        if deadline is None:
+            return False
+        if self._done_seq < self._accepted_seq and self._hold_kind == "hold" and self._hold_until > deadline:
+            return True
+        return any(
+            s.hold_kind == "hold" and s.hold_until > deadline and s.accepted > s.done
+            for s in self._lanes.values()
+        )
 
     def close(self, timeout: float | None) -> bool:
         """Stop intake, deliver what is queued within ``timeout``, stop the thread. Safe to call twice.
@@ -424,21 +607,54 @@ class BatchWorker:
         if thread is not None and thread is not threading.current_thread():
             remaining = None if deadline is None else max(0.0, deadline - self._clock())
             thread.join(remaining)
-        with self._inline_lock, self._lock:
-            left = self._pending
-            if left and not (thread is not None and thread.is_alive()):
-                self._dropped["shutdown"] += left
-                self._pending = 0
-                self._buffer.clear()
-                self._done_seq = self._accepted_seq
-                ok = False
-                warn_limited("shutdown_loss", "serla: %d events were not delivered before shutdown", left)
-            elif left:
+        alive = thread is not None and thread.is_alive()
+        with self._inline_lock:
+            if not alive:
+                left = self._abandon("shutdown")
+                if left:
+                    ok = False
+                    warn_limited("shutdown_loss", "serla: %d events were not delivered before shutdown", left)
+            elif self._pending:
                 ok = False
             transport = self._transport
-        if transport is not None and not (thread is not None and thread.is_alive()):
+        if transport is not None and not alive:
             transport.close()
         return ok
+
+    def _abandon(self, reason: str) -> int:
+        """Resolve everything left (buffered, in flight, in lanes) as dropped for ``reason``.
+
+        With a spool, the events go to disk instead and stay there for the next run.
+        """
+        pump = self._pump
+        if pump is not None and pump.broken is None:
+            pump.stop()
+        parts = list(self._todo)
+        self._todo.clear()
+        in_parts = sum(len(p.items) for p in parts)
+        for part in parts:
+            self._resolve(part, reason)
+        with self._lock:
+            left = self._pending
+            self._dropped[reason] += left if left > 0 else 0
+            self._pending = 0
+            self._pending_bytes = 0
+            self._buffer.clear()
+            self._taken_seq = self._done_seq = self._accepted_seq
+            self._in_flight = 0
+            self._whole = None
+            for state in self._lanes.values():
+                n = len(state.buffer) + (state.current is not None)
+                if n:
+                    state.dropped[reason] += n
+                    state.lost += n
+                    left += n
+                state.buffer.clear()
+                state.current = None
+                state.queued_bytes = 0
+                state.done = state.accepted
+            self._progress.notify_all()
+        return left + in_parts
 
     # -- introspection ---------------------------------------------------------------------------------
 
@@ -456,9 +672,17 @@ class BatchWorker:
         if spool is None and self._spool_opener is not None:
             spool = {"error": self._spool_error, "spooled": 0, "sent_from_spool": 0, "waiting": None}
         with self._lock:
+            if not self._healthy and not self._up:
+                state = "down"
+            elif self._pace or (self._hold_kind == "hold" and self._up):
+                state = "rate_limited"
+            elif self._hold_kind == "hold":
+                state = "paused"
+            else:
+                state = "up"
             return {
-                "spool": spool,
                 "queued": len(self._buffer),
+                "queued_bytes": self._pending_bytes,
                 "in_flight": self._in_flight,
                 "pending": self._pending,
                 "accepted": self._accepted_seq,
@@ -468,51 +692,146 @@ class BatchWorker:
                 "retried": self._stats["retried"],
                 "dropped": dict(self._dropped),
                 "healthy": self._healthy,
+                "state": state,
                 "last_error": self._last_error,
+                "lanes": {name: s.stats() for name, s in self._lanes.items()},
+                "spool": spool,
             }
 
     # -- the flusher -----------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        """The flusher thread's loop: take a batch when one is due, deliver it, repeat."""
-        pump = self.spool_pump()
-        if pump is not None and pump.run():  # False: the spool broke; go on in memory
-            transport = self._transport
-            if transport is not None:
-                transport.close()
-            return
-        if pump is not None:
-            with self._lock:
-                self._limit = self._max
+        """The flusher thread's loop: one step (at most one request) at a time, waiting when none is due."""
         while True:
-            batch = self._next_batch()
-            if batch is None:
+            wait = self._step()
+            if wait == _STOP:
+                with self._inline_lock:
+                    left = self._abandon("shutdown")  # held work that close() gave up on
+                if left:
+                    warn_limited("shutdown_loss", "serla: %d events were not delivered before shutdown", left)
                 transport = self._transport
                 if transport is not None:  # the thread is done with it: don't leave the socket to the GC
                     transport.close()
                 return
-            try:
-                self._deliver(batch)
-            except Exception:  # never let one batch kill the thread: a dead flusher loses everything after
-                log_exception("serla: unexpected error delivering a batch; its events are dropped")
-                self._resolve_lost(batch.seqs, "internal_error")
-                self._finish(batch)
+            if wait is None or wait > 0:
+                self._wakeup.wait(wait)
+
+    def _step(self) -> float | None:
+        """Make at most one request; return 0 to go on at once, the seconds until something is due
+        (``None``: nothing is), or ``_STOP``. Never raises: one bad batch can't kill the flusher."""
+        lane: _Lane | None = None
+        batch: _Batch | None = None
+        pump: Any = self._pump if self._spool_opener is not None else None
+        if pump is None and self._spool_opener is not None and self._spool_error is None:
+            pump = self.spool_pump()  # the flusher opens the spool: sqlite3 never on the caller's thread
+        if pump is not None and pump.broken is not None:
+            pump = None
+        try:
+            with self._lock:
+                self._wakeup.clear()
+                now = self._clock()
+                due: list[float] = []
+                events_ready = spool_now = lease_now = False
+                if pump is not None:  # with a spool: memory -> disk -> server (serla._spool)
+                    spool_now = pump.spool_due(now, due)
+                    lease_now = not spool_now and not self._todo and pump.send_due(now, due)
+                    if self._todo:
+                        events_ready = self._ready(self._hold_until, self._hold_kind, self._todo[0], now, due)
+                elif self._todo:
+                    events_ready = self._ready(self._hold_until, self._hold_kind, self._todo[0], now, due)
+                elif self._buffer:
+                    oldest = self._oldest_at if self._oldest_at is not None else now
+                    send_at = oldest + self._interval - self._interval_jitter
+                    if now >= send_at:
+                        self._send_through = max(self._send_through, self._accepted_seq)
+                    limit = MAX_BATCH if self._pace else self._batch_size
+                    if self._stop or len(self._buffer) >= limit or self._send_through > self._taken_seq:
+                        batch = self._take()  # sent on a later step, once no hold is in the way
+                    else:
+                        due.append(send_at - now)
+                ready_lanes = []
+                for state in self._lanes.values():
+                    if state.current is None and state.buffer:
+                        state.current = state.buffer.popleft()
+                    if state.current is not None and self._ready(
+                        state.hold_until, state.hold_kind, state.current, now, due
+                    ):
+                        ready_lanes.append(state)
+                idle = batch is None and not spool_now and not lease_now
+                if idle and self._stop and not events_ready and not ready_lanes:
+                    return _STOP
+                if idle and not events_ready and not ready_lanes:
+                    return min(due) if due else None
+                if not idle:
+                    pick = None
+                else:  # take turns: events, then each ready lane
+                    self._turn += 1
+                    choices: list[_Lane | None] = ([None] if events_ready else []) + ready_lanes
+                    pick = choices[self._turn % len(choices)]
+            if spool_now:
+                pump.spool_step()
+                return 0.0
+            if lease_now:
+                pump.lease_step()
+                return 0.0
+            if batch is not None:
+                whole_last = batch.last_seq
+                parts = self._materialize(batch)
                 with self._lock:
-                    self._in_flight = 0
+                    self._todo.extend(parts)
+                    self._whole = _Batch([], [], batch.key, whole_last)
+                    if not parts:
+                        self._finish_batch()
+                return 0.0
+            if pick is None:
+                self._send_events()
+            else:
+                lane = pick
+                self._send_record(lane)
+            return 0.0
+        except Exception:  # never let one batch kill the thread: a dead flusher loses everything after
+            log_exception("serla: unexpected error delivering; the request's data is dropped")
+            if lane is not None:
+                with self._lock:
+                    if lane.current is not None:
+                        self._lane_resolve(lane, "internal_error")
+            else:
+                parts = list(self._todo)
+                self._todo.clear()
+                for part in parts:
+                    self._resolve(part, "internal_error")
+                with self._lock:
+                    if self._whole is not None:
+                        self._finish_batch()
+            return 0.0
+
+    def _ready(
+        self, hold_until: float, hold_kind: str, item: _Batch | _Record, now: float, due: list[float]
+    ) -> bool:
+        """Whether ``item`` may be sent now despite a hold; else add when it may to ``due``."""
+        if hold_until <= now:
+            return True
+        if self._stop:
+            return False  # stopping: holds are not waited out (close() counts what is left)
+        if hold_kind == "backoff" and self._flushers and item.flush_gen != self._flush_gen:
+            item.flush_gen = self._flush_gen  # a flush cuts a backoff short, once per flush call
+            return True
+        due.append(hold_until - now)
+        return False
 
     def _take(self) -> _Batch:
-        """Move the waiting events, up to ``MAX_BATCH`` and ``MAX_REQUEST_BYTES``, into a batch.
+        """Move waiting events into a batch (the caller holds ``_lock``).
 
-        The caller holds ``_lock``. ``batch_size`` decides when a send is due, not how many it carries:
-        a backlog goes out in requests of up to 100 events.
+        At most ``batch_size`` events, or 100 while rate limited, and at most ``MAX_REQUEST_BYTES``.
         """
+        limit = MAX_BATCH if self._pace else self._batch_size
         buf = self._buffer
-        if len(buf) <= MAX_BATCH:
+        if len(buf) <= limit:
             items = list(buf)
             buf.clear()
         else:
             popleft = buf.popleft
-            items = [popleft() for _ in range(MAX_BATCH)]
+            items = [popleft() for _ in range(limit)]
         size = _body_size(items)
         while size > MAX_REQUEST_BYTES and len(items) > 1:  # large events: give some back
             last = items.pop()
@@ -523,108 +842,50 @@ class BatchWorker:
         last_seq = self._taken_seq = self._taken_seq + n
         self._in_flight = n
         self._oldest_at = self._clock() if buf else None
+        self._interval_jitter = self._interval * 0.1 * self._rng()
         self._key_seq += 1
         key = f"{self._key_prefix}{self._key_seq:012x}"
         return _Batch(items, list(range(first, last_seq + 1)), key, last_seq)
 
-    def _next_batch(self) -> _Batch | None:
-        """Wait until a batch is due and take it; None when the thread should exit."""
-        while True:
-            with self._lock:
-                self._wakeup.clear()
-                if self._stop and not self._buffer:
-                    return None
-                n = len(self._buffer)
-                timeout: float | None = None
-                if n:
-                    now = self._clock()
-                    oldest = self._oldest_at if self._oldest_at is not None else now
-                    if now - oldest >= self._interval:
-                        self._send_through = max(self._send_through, self._accepted_seq)
-                    if n >= self._batch_size or self._send_through > self._taken_seq or self._stop:
-                        return self._take()
-                    timeout = oldest + self._interval - now
-            self._wakeup.wait(timeout)
-
-    def _deliver(self, batch: _Batch) -> None:
-        """Send one batch until it is resolved: delivered, dropped, or (at stop) abandoned.
-
-        The common case (a 2xx for the whole batch) takes one lock acquisition after the send; every
-        other answer goes through the retry policy.
-        """
-        todo = collections.deque(self._materialize(batch))
-        row = batch.row  # leased from the spool (serla._spool): left there at stop, lease kept on resends
-        while todo:
-            current = todo[0]
-            # ``_hold_until`` is 0.0 unless a failure set a pause: read without the lock, it only skips a
-            # wait that ``_wait_hold`` would find already over.
-            if self._hold_until and not self._wait_hold(current):
-                if row is not None:
-                    self._pump.leave(batch, todo)
-                else:
-                    for b in todo:
-                        self._resolve_lost(b.seqs, "shutdown")
-                break
-            if row is not None and current.attempts and not self._pump.renew(batch):
-                break  # another process took the batch over (our lease had expired): it sends it
-            transport = self._transport  # read once per send: ``serla.testing`` may swap it
-            if transport is None:
-                transport = self._transport = self._transport_factory()
-            current.attempts += 1
-            result = transport.post(BATCH_PATH, current.body(), {"X-Idempotency-Key": current.key})
-            status = result.status
-            if status is not None and 200 <= status < 300:
-                todo.popleft()
-                if not todo:
-                    if row is not None:
-                        self._pump.done(batch)  # off the disk before flush() can see it resolved
-                    self._delivered(current, batch)
-                    return
-                self._delivered(current, None)
-                continue
-            with self._lock:
-                self._stats["requests"] += 1
-                if current.attempts > 1:
-                    self._stats["retried"] += 1
-            self._apply(self._decide(result, current), result, todo)
-        if batch.row is not None:  # resolved (delivered or dropped), not left at stop nor taken over
-            self._pump.done(batch)
-        self._finish(batch)
-
     def _materialize(self, batch: _Batch) -> list[_Batch]:
-        """Build the JSON of the batch's :class:`Deferred` events (outside the lock); the batches to send.
+        """Build the JSON of the batch's :class:`Deferred` events (outside the lock); the parts to send.
 
         An event whose build fails is dropped (``internal_error``), one over ``MAX_EVENT_BYTES`` too
         (``too_large``). If the real size is over ``MAX_REQUEST_BYTES``, the batch is sent in halves
-        (keys ``<key>.0``, ``<key>.1``), as after a 413. No batch: nothing left to send.
+        (keys ``<key>.0``, ``<key>.1``), as after a 413.
         """
         items = batch.items
         if all(type(item) is bytes for item in items):
             return [batch]
         keep: list[bytes] = []
         seqs: list[int] = []
-        failed: list[int] = []
-        too_large: list[int] = []
+        failed: list[Any] = []
+        too_large: list[Any] = []
+        delta = 0
         for item, seq in zip(items, batch.seqs):
             if type(item) is not bytes:
                 try:
-                    item = item.build(*item.args)
+                    built = item.build(*item.args)
                 except Exception:
                     log_exception("serla: could not encode a deferred event; it is dropped")
-                    item = None
-                if item is None:
+                    built = None
+                if built is None:
                     failed.append(seq)
                     continue
+                delta += len(built) - _DEFERRED_CHARGE
+                item = built
                 if len(item) > MAX_EVENT_BYTES:
-                    too_large.append(seq)
+                    too_large.append((seq, item))
                     continue
             keep.append(item)
             seqs.append(seq)
+        with self._lock:
+            self._pending_bytes += delta
         if failed:
-            self._resolve_lost(failed, "internal_error")
+            self._resolve_seqs(failed, [_DEFERRED_CHARGE] * len(failed), "internal_error")
         if too_large:
             warn_limited("deferred_too_large", "serla: %d events over 1 MB of JSON dropped", len(too_large))
-            self._resolve_lost(too_large, "too_large")
+            self._resolve_seqs([s for s, _ in too_large], [len(i) for _, i in too_large], "too_large")
         batch.items, batch.seqs = keep, seqs
         parts = [batch] if keep else []
         out: list[_Batch] = []
@@ -636,68 +897,126 @@ class BatchWorker:
                 out.append(part)
         return out
 
-    def _delivered(self, current: _Batch, whole: _Batch | None) -> None:
-        """Count ``current`` as delivered; with ``whole`` (the batch it came from), also resolve that."""
-        n = len(current.items)
-        with self._lock:
-            stats = self._stats
-            stats["requests"] += 1
-            if current.attempts > 1:
-                stats["retried"] += 1
-            stats["sent"] += n
-            stats["batches"] += 1
-            self._pending -= len(current.seqs)  # fewer than n for a batch an earlier run spooled
-            self._in_flight -= len(current.seqs)
-            self._healthy = True
-            self._hold_until = 0.0
-            self._hold_kind = ""
-            if whole is not None:
-                if whole.last_seq > self._done_seq:
-                    self._done_seq = whole.last_seq
-                self._in_flight = 0
-            self._progress.notify_all()
-        log_debug("serla: delivered %d events (key %s)", n, current.key)
+    def _transport_now(self) -> Transport:
+        transport = self._transport  # read once per send: ``serla.testing`` may swap it
+        if transport is None:
+            transport = self._transport = self._transport_factory()
+        return transport
 
-    def _decide(self, result: SendResult, current: _Batch) -> Decision:
-        """Ask the retry policy (made on first use, like the jitter source) what to do after ``result``."""
+    def _send_events(self) -> None:
+        """Send the first part of the batch in flight and apply the answer."""
+        current = self._todo[0]
+        whole = self._whole
+        spooled = whole is not None and whole.row is not None  # leased from the spool (serla._spool)
+        if spooled and not self._pump.renew(whole):
+            return  # another process took the batch over (our lease had expired): it sends it
+        current.attempts += 1
+        result = self._transport_now().post(BATCH_PATH, current.body(), {"X-Idempotency-Key": current.key})
+        status = result.status
+        if status is not None and 200 <= status < 300:  # the common case: one lock acquisition
+            self._todo.popleft()
+            if spooled and not self._todo:
+                self._pump.done(whole)  # off the disk before flush() can see it resolved
+            with self._lock:
+                self._count_request(current.attempts)
+                self._delivered_locked(current)
+                if not self._todo:
+                    self._finish_batch()
+            log_debug("serla: delivered %d events (key %s)", len(current.items), current.key)
+            return
+        with self._lock:
+            self._count_request(current.attempts)
+        self._apply(self._decide(result, current.attempts, len(current.items)), result)
+        if not self._todo:
+            if spooled and whole is not None and whole.row is not None:
+                self._pump.done(whole)  # resolved: delivered in parts or dropped by the server
+            with self._lock:
+                self._finish_batch()
+
+    def _count_request(self, attempts: int) -> None:
+        self._stats["requests"] += 1
+        if attempts > 1:
+            self._stats["retried"] += 1
+
+    def _delivered_locked(self, part: _Batch) -> None:
+        """Count ``part`` as delivered (caller holds the lock); ends a backoff, paces while rate limited."""
+        n = len(part.items)
+        stats = self._stats
+        stats["sent"] += n
+        stats["batches"] += 1
+        self._pending -= n
+        self._pending_bytes -= _charge(part.items)
+        self._in_flight -= n
+        self._healthy = True
+        self._up = True
+        if self._pace:
+            if not self._buffer and not self._todo:
+                self._pace = 0.0  # the backlog is gone: back to batch_size and no pacing
+                self._hold_until, self._hold_kind = 0.0, ""
+            else:
+                self._pace = max(self._policy.pace_min if self._policy else 0.0, self._pace * 0.9)
+                self._hold_until = self._clock() + self._pace * (0.5 + self._rng())
+                self._hold_kind = "pace"
+        else:
+            self._hold_until, self._hold_kind = 0.0, ""
+        self._progress.notify_all()
+
+    def _finish_batch(self) -> None:
+        """The batch in flight is resolved (caller holds the lock): every seq up to its last is done."""
+        whole = self._whole
+        if whole is not None and whole.last_seq > self._done_seq:
+            self._done_seq = whole.last_seq
+        self._whole = None
+        self._in_flight = 0
+        self._progress.notify_all()
+
+    def _decide(self, result: SendResult, attempts: int, size: int) -> Decision:
+        """Ask the retry policy (made on first use) what to do after ``result``."""
         policy = self._policy
         if policy is None:
             from serla._retry import RetryPolicy
 
             policy = self._policy = RetryPolicy()
-        rng = self._rng
-        if rng is None:
-            import random
+        return policy.decide(result, attempts, size, self._rng, self._wall_clock())
 
-            rng = self._rng = random.random
-        return policy.decide(result, current.attempts, len(current.items), rng, self._wall_clock())
+    def _hold(self, decision: Decision) -> tuple[float, str]:
+        """The hold (until, kind) for a RETRY or HOLD; a rate limit is spread with jitter and pacing."""
+        from serla._retry import Action
 
-    def _apply(self, decision: Decision, result: SendResult, todo: collections.deque[_Batch]) -> None:
+        delay = decision.delay
+        if decision.action is Action.RETRY:
+            return self._clock() + delay, "backoff"
+        if decision.reason == "rate_limited":
+            # Every process of the project got the same Retry-After (the window's end): spread the fleet's
+            # first requests over the next pace interval instead of firing them all in the first second.
+            delay += self._rng() * self._pace
+        return self._clock() + delay, "hold"
+
+    def _apply(self, decision: Decision, result: SendResult) -> None:
+        """Apply the policy's decision for the events part at the head of ``_todo``."""
         from serla._retry import Action, describe_rejection
 
+        todo = self._todo
         current = todo[0]
         action = decision.action
         if action is Action.DELIVERED:
             todo.popleft()
             with self._lock:
-                self._healthy = True
-                self._hold_until = 0.0
-                self._hold_kind = ""
-                self._stats["sent"] += len(current.items)
-                self._stats["batches"] += 1
-                self._pending -= len(current.seqs)
-                self._in_flight -= len(current.seqs)
-                self._progress.notify_all()
-            log_debug("serla: delivered %d events (key %s)", len(current.items), current.key)
+                self._delivered_locked(current)
             return
-        if action in (Action.RETRY, Action.HOLD):
+        if action in (Action.RETRY, Action.HOLD, Action.DISABLE):
+            rate_limited = decision.reason == "rate_limited"
             with self._lock:
                 self._healthy = False
+                self._up = rate_limited
+                if rate_limited:
+                    policy = self._policy
+                    assert policy is not None  # made by _decide
+                    self._pace = min(policy.pace_max, max(policy.pace_min, self._pace * 2))
                 self._last_error = decision.message or decision.reason
-                self._hold_until = self._clock() + decision.delay
-                self._hold_kind = "backoff" if action is Action.RETRY else "hold"
+                self._hold_until, self._hold_kind = self._hold(decision)
                 self._progress.notify_all()  # producers waiting for room stop waiting
-            if action is Action.HOLD and decision.reason != "rate_limited":
+            if action is not Action.RETRY and not rate_limited:
                 warn_limited(
                     "hold_" + decision.reason,
                     "serla: sending paused for %.0f s: %s (%d events waiting)",
@@ -739,7 +1058,11 @@ class BatchWorker:
                     "serla: the server rejected an event; it is dropped, the rest of its batch is resent: %s",
                     describe_rejection(result.body, i),
                 )
-            self._resolve_lost([current.seqs[i] for i in decision.indices], decision.reason)
+            self._resolve_seqs(
+                [current.seqs[i] for i in decision.indices],
+                [len(current.items[i]) for i in decision.indices],
+                decision.reason,
+            )
             keep = [i for i in range(len(current.items)) if i not in bad]
             todo.appendleft(
                 current.derive([current.items[i] for i in keep], [current.seqs[i] for i in keep], "r")
@@ -752,35 +1075,19 @@ class BatchWorker:
             decision.reason,
             decision.message,
         )
-        self._resolve_lost(current.seqs, decision.reason)
+        self._resolve(current, decision.reason)
 
-    def _wait_hold(self, batch: _Batch) -> bool:
-        """Wait out a backoff or hold before sending ``batch``; False if the worker must stop now.
+    def _resolve(self, part: _Batch, reason: str) -> None:
+        """Count every event of ``part`` as dropped for ``reason``: once per part, never twice."""
+        self._resolve_seqs(part.seqs, [len(item) for item in part.items], reason)
+        part.items, part.seqs = [], []
 
-        A ``flush()`` cuts a backoff (not a server-imposed hold) short, once per flush call. Once the
-        worker is stopping, no backoff or hold is waited out at all.
-        """
-        while True:
-            with self._lock:
-                self._wakeup.clear()
-                remaining = self._hold_until - self._clock()
-                if remaining <= 0:
-                    return True
-                if self._hold_kind == "backoff" and self._flushers and batch.flush_gen != self._flush_gen:
-                    batch.flush_gen = self._flush_gen
-                    return True
-                if self._stop:
-                    return False
-            pump = self._pump
-            if pump is not None:
-                remaining = pump.idle(remaining)  # keep writing new events to the spool meanwhile
-            self._wakeup.wait(remaining)
-
-    def _resolve_lost(self, seqs: list[int], reason: str) -> None:
+    def _resolve_seqs(self, seqs: list[int], sizes: list[int], reason: str) -> None:
         with self._lock:
             n = len(seqs)
             self._dropped[reason] += n
             self._pending -= n
+            self._pending_bytes -= sum(sizes) + _ITEM_OVERHEAD * n
             self._in_flight -= n
             lost = self._lost
             for s in seqs:
@@ -789,47 +1096,75 @@ class BatchWorker:
                 lost.append(s)
             self._progress.notify_all()
 
-    def _finish(self, batch: _Batch) -> None:
+    # -- single-record lanes ---------------------------------------------------------------------------
+
+    def _send_record(self, lane: _Lane) -> None:
+        """Send the lane's current record and apply the answer (same policy as events, one record)."""
+        from serla._retry import Action
+
+        record = lane.current
+        assert record is not None
+        record.attempts += 1
+        result = self._transport_now().post(lane.path, record.body, {"X-Idempotency-Key": record.key})
+        status = result.status
+        decision = (
+            None if status is not None and 200 <= status < 300 else self._decide(result, record.attempts, 1)
+        )
         with self._lock:
-            self._done_seq = max(self._done_seq, batch.last_seq)
-            self._in_flight = 0
-            self._progress.notify_all()
+            self._count_request(record.attempts)
+            if decision is None or decision.action is Action.DELIVERED:
+                lane.sent += 1
+                self._lane_resolve(lane, "")
+                return
+            action = decision.action
+            if action is Action.DISABLE:
+                lane.disabled = decision.reason
+                self._lane_resolve(lane, decision.reason)
+                for _ in range(len(lane.buffer)):
+                    lane.current = lane.buffer.popleft()
+                    self._lane_resolve(lane, decision.reason)
+            elif action in (Action.RETRY, Action.HOLD):
+                lane.hold_until, lane.hold_kind = self._hold(decision)
+                self._last_error = decision.message or decision.reason
+            else:  # DROP, DROP_SOME, SPLIT of a single record: it can't be sent
+                self._lane_resolve(lane, decision.reason)
+        if action is Action.DISABLE:
+            log_warning(
+                "serla: %s reporting is off for this process: %s. Events are not affected",
+                lane.name,
+                decision.message,
+            )
+        elif action in (Action.RETRY, Action.HOLD):
+            if record.attempts >= _WARN_AFTER_ATTEMPTS or (
+                action is Action.HOLD and decision.reason != "rate_limited"
+            ):
+                warn_limited(
+                    f"lane_{lane.name}_{decision.reason}",
+                    "serla: sending a %s record keeps failing (%s); next try in %.0f s",
+                    lane.name,
+                    decision.message or decision.reason,
+                    decision.delay,
+                )
+        else:
+            warn_limited(
+                f"lane_drop_{lane.name}_{decision.reason}",
+                "serla: a %s record was dropped (%s): %s",
+                lane.name,
+                decision.reason,
+                decision.message,
+            )
 
-    def _count(self, name: str) -> None:
-        with self._lock:
-            self._stats[name] += 1
-
-    # -- inline mode -----------------------------------------------------------------------------------
-
-    def _drain_inline(self, deadline: float | None, target: int) -> None:
-        """Deliver on the calling thread (no flusher can run): used during interpreter shutdown."""
-        with self._inline_lock:
-            while True:
-                with self._lock:
-                    if self._done_seq >= target or not self._buffer:
-                        return
-                    if deadline is not None and self._clock() >= deadline:
-                        return
-                    batch = self._take()
-                self._deliver_inline(batch, deadline)
-
-    def _deliver_inline(self, batch: _Batch, deadline: float | None) -> None:
-        todo = collections.deque(self._materialize(batch))
-        while todo:
-            current = todo[0]
-            with self._lock:
-                wait = self._hold_until - self._clock()
-                held = self._hold_kind == "hold" and wait > 0
-            if held or (deadline is not None and self._clock() + max(0.0, wait) >= deadline):
-                for b in todo:
-                    self._resolve_lost(b.seqs, "shutdown")
-                break
-            if wait > 0:
-                time.sleep(wait)
-            if self._transport is None:
-                self._transport = self._transport_factory()
-            current.attempts += 1
-            result = self._transport.post(BATCH_PATH, current.body(), {"X-Idempotency-Key": current.key})
-            self._count("requests")
-            self._apply(self._decide(result, current), result, todo)
-        self._finish(batch)
+    def _lane_resolve(self, lane: _Lane, reason: str) -> None:
+        """Resolve the lane's current record (caller holds the lock); ``reason`` "" means delivered."""
+        record = lane.current
+        if record is None:
+            return
+        lane.current = None
+        lane.queued_bytes -= len(record.body)
+        lane.done += 1
+        if reason:
+            lane.dropped[reason] += 1
+            lane.lost += 1
+        else:
+            lane.hold_until, lane.hold_kind = 0.0, ""
+        self._progress.notify_all()

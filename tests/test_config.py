@@ -22,7 +22,7 @@ def test_empty_or_non_string_api_key_raises_value_error(key: Any) -> None:
 
 
 def test_api_key_with_whitespace_raises() -> None:
-    with pytest.raises(ValueError, match="white space"):
+    with pytest.raises(ValueError, match=r"cannot be sent in an HTTP header at position 10: U\+0020"):
         make(api_key="sk_live_a b")
 
 

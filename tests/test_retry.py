@@ -77,9 +77,16 @@ def test_auth_failures_pause_instead_of_hammering(status: int) -> None:
     assert "Invalid API key" in d.message
 
 
-@pytest.mark.parametrize("status", [301, 308, 404, 405, 402])
+@pytest.mark.parametrize("status", [301, 308, 404, 405])
 def test_configuration_errors_pause(status: int) -> None:
     assert decide(status) == (Action.HOLD, 60.0)
+
+
+def test_a_402_disables_the_feature() -> None:
+    body = b'{"error":"Error tracking requires the Hobby plan or above"}'
+    d = POLICY.decide(SendResult(402, body), 1, 1, zero)
+    assert (d.action, d.reason) == (Action.DISABLE, "plan")
+    assert "Hobby plan" in d.message
 
 
 def bad_request(*paths: list[object]) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -19,7 +20,15 @@ from serla._worker import Deferred
 
 OK = SendResult(201, b'{"success":true}')
 DOWN = SendResult(None, error="ConnectionRefusedError: [Errno 111] Connection refused")
-FAST = RetryPolicy(base_delay=0.01, max_delay=0.02, jitter=0.0, auth_delay=0.05, quota_delay=3600.0)
+FAST = RetryPolicy(
+    base_delay=0.01,
+    max_delay=0.02,
+    jitter=0.0,
+    auth_delay=0.05,
+    quota_delay=3600.0,
+    pace_min=0.01,
+    pace_max=0.05,
+)
 
 
 class ScriptedTransport:
@@ -65,6 +74,16 @@ def make(transport: ScriptedTransport, **kw: Any) -> Serla:
     return Serla("sk_live_test", host="http://127.0.0.1:9", _transport_factory=lambda: transport, **kw)
 
 
+def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return bool(predicate())
+
+
 def names(events: list[dict[str, Any]]) -> list[str]:
     return [e["name"] for e in events]
 
@@ -84,9 +103,9 @@ def test_full_batch_is_sent_without_waiting_for_the_interval() -> None:
     c.shutdown()
 
 
-def test_a_backlog_is_drained_in_requests_of_up_to_100_events() -> None:
-    # batch_size is when a send is triggered, not a cap: a request carries every event waiting when it
-    # is built, up to the server's 100. Here 240 events pile up behind a slow first request.
+def test_batch_size_is_the_most_events_a_request_carries_while_the_server_keeps_up() -> None:
+    # The seed README: batch_size is the "max events per flushed batch". 240 events pile up behind a
+    # slow first request; a healthy server still gets requests of at most 10.
     t = ScriptedTransport()
     t.gate = threading.Event()
     c = make(t, batch_size=10)
@@ -97,10 +116,29 @@ def test_a_backlog_is_drained_in_requests_of_up_to_100_events() -> None:
         c.track(f"e{i}", "u")
     t.gate.set()
     assert c.flush(5)
-    assert [len(evs) for _, _, evs in t.requests] == [10, 100, 100, 40]
-    assert names([e for _, _, evs in t.requests for e in evs]) == [f"e{i}" for i in range(250)]
-    assert len({h["X-Idempotency-Key"] for _, h, _ in t.requests}) == 4
-    c.shutdown()
+    assert [len(evs) for _, _, evs in t.requests] == [10] * 25
+    assert [e["name"] for _, _, evs in t.requests for e in evs] == [f"e{i}" for i in range(250)]
+
+
+def test_while_rate_limited_a_backlog_is_drained_in_requests_of_up_to_100_events() -> None:
+    # A 429 with Retry-After: the server's request budget is the limit, so requests carry up to 100
+    # events until the backlog is gone, then batch_size again.
+    limited = SendResult(429, b'{"error":"Too many requests","retryAfter":1}', retry_after="1")
+    t = ScriptedTransport([limited])
+    c = make(t, batch_size=10)
+    c._worker._rng = lambda: 0.0  # no jitter: the hold is exactly Retry-After (1 s), pacing its minimum
+    for i in range(250):
+        c.track(f"e{i}", "u")
+    assert c.flush(10)
+    sizes = [len(evs) for _, _, evs in t.requests]
+    assert sizes[0] == 10 and sizes[1] == 10  # the refused request is resent unchanged (same key)
+    assert t.requests[0][1]["X-Idempotency-Key"] == t.requests[1][1]["X-Idempotency-Key"]
+    assert sizes[2:] == [100, 100, 40]
+    assert c.stats()["dropped"] == {}
+    for i in range(5):
+        c.track(f"after{i}", "u")
+    assert c.flush(5)
+    assert len(t.requests[-1][2]) == 5  # the backlog is gone: back to batch_size, no pacing
 
 
 def test_interval_sends_a_partial_batch_on_its_own() -> None:
@@ -261,10 +299,15 @@ def test_413_splits_into_halves_with_derived_keys() -> None:
 def test_endpoint_down_keeps_memory_bounded_and_counts_drops(caplog: pytest.LogCaptureFixture) -> None:
     t = ScriptedTransport(default=DOWN)
     c = make(t, max_queue_size=50, batch_size=10)
+    # Until the first answer the endpoint is presumed up; once a send has failed, it is down.
+    c.track("first", "u")
+    c.flush(0.001)
+    assert t.wait_requests(1)
+    assert wait_for(lambda: c.stats()["state"] == "down")
     peak = 0
     with caplog.at_level(logging.WARNING, logger="serla"):
-        accepted = 0
-        for i in range(2000):
+        accepted = 1
+        for i in range(1999):
             accepted += c.track("e", "u", {"i": i})
             peak = max(peak, c.pending_count())
     assert peak <= 50
@@ -435,3 +478,84 @@ def test_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
     assert len([r for r in caplog.records if "call dropped" in r.getMessage()]) == 1
     assert c.stats()["dropped"]["invalid_call"] == 100
     c.shutdown()
+
+
+class _RaisingAfterSplit(ScriptedTransport):
+    """413 for the whole batch, 2xx for its first half, then an unexpected exception for the second."""
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> SendResult:
+        n = len(self.requests)
+        result = super().post(path, body, headers)
+        if n == 2:
+            raise RuntimeError("a bug in a transport")
+        return result
+
+
+def test_an_error_after_half_a_split_batch_was_delivered_resolves_each_event_once() -> None:
+    # The old flusher's error handler dropped the whole batch, counting the delivered half twice:
+    # pending went negative and flush() answered wrongly.
+    t = _RaisingAfterSplit([SendResult(413, b""), OK])
+    c = make(t, batch_size=10)
+    for i in range(10):
+        c.track(f"e{i}", "u")
+    assert c.flush(5) is False
+    st = c.stats()
+    assert st["pending"] == 0 and c.pending_count() == 0
+    assert st["sent"] == 5
+    assert st["dropped"] == {"internal_error": 5}
+    c.track("later", "u")
+    assert c.flush(5) is True
+    assert c.stats()["sent"] == 6
+
+
+class _LaneTransport(ScriptedTransport):
+    """Records lane posts by path; answers per path from ``answers`` (then OK)."""
+
+    def __init__(self, answers: dict[str, list[SendResult]]) -> None:
+        super().__init__()
+        self.answers = answers
+        self.paths: list[str] = []
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> SendResult:
+        if path.endswith("/events/batch"):
+            self.paths.append(path)
+            return super().post(path, body, headers)
+        with self.cond:
+            self.paths.append(path)
+            queue = self.answers.get(path, [])
+            result = queue.pop(0) if queue else SendResult(200, b'{"success":true}')
+            self.cond.notify_all()
+        return result
+
+
+def test_lanes_send_one_record_per_request_and_a_402_turns_only_that_lane_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    plan = SendResult(402, b'{"error":"Error tracking requires the Hobby plan or above"}')
+    t = _LaneTransport({"/api/v1/errors": [plan]})
+    c = make(t, batch_size=10)
+    with caplog.at_level(logging.WARNING, logger="serla"):
+        assert c._submit("errors", b'{"message":"a"}')
+        assert c._submit("llm", b'{"model":"m"}')
+        assert c._submit("llm", b'{"model":"n"}')
+        c.track("e", "u")
+        c.flush(5)
+    assert "errors reporting is off" in caplog.text
+    assert t.paths.count("/api/v1/llm") == 2 and t.paths.count("/api/v1/events/batch") == 1
+    lanes = c.stats()["lanes"]
+    assert lanes["errors"]["disabled"] == "plan" and lanes["errors"]["dropped"] == {"plan": 1}
+    assert lanes["llm"]["sent"] == 2 and lanes["llm"]["disabled"] is None
+    assert c._submit("errors", b'{"message":"b"}') is False  # off for the process
+    assert c.track("e2", "u") and c.flush(5)  # events go on
+
+
+def test_a_rate_limited_lane_does_not_hold_up_events_or_other_lanes() -> None:
+    limited = SendResult(429, b'{"error":"Too many requests"}', retry_after="60")
+    t = _LaneTransport({"/api/v1/errors": [limited]})
+    c = make(t, batch_size=10)
+    c._submit("errors", b'{"message":"a"}')
+    c._submit("llm", b'{"model":"m"}')
+    c.track("e", "u")
+    assert c.flush(0.5) is False  # the error report waits out its minute
+    assert wait_for(lambda: "/api/v1/llm" in t.paths and "/api/v1/events/batch" in t.paths)
+    assert c.stats()["lanes"]["errors"]["queued"] == 1

@@ -279,6 +279,7 @@ def test_processor_never_waits_for_room(server: SerlaServer, api_key: str) -> No
         api_key,
         host=server.url,
         max_queue_size=2,
+        max_buffer_bytes=1500,  # a hanging endpoint is slow, not down: the byte bound applies
         batch_size=1,
         block_on_full_seconds=5.0,
         flush_on_exit=False,
@@ -306,7 +307,13 @@ def test_with_block_on_full_zero_the_client_itself_refuses(server: SerlaServer, 
     """block_on_full_seconds=0: track() never waits, so the processor skips its pre-check; the client
     refuses the overflow (its own queue_full) and the processor counts it as rejected."""
     client = serla.Serla(
-        api_key, host=server.url, max_queue_size=2, batch_size=1, block_on_full_seconds=0, flush_on_exit=False
+        api_key,
+        host=server.url,
+        max_queue_size=2,
+        max_buffer_bytes=1500,  # the first event and one deferred one (charged 1 KiB) fit
+        batch_size=1,
+        block_on_full_seconds=0,
+        flush_on_exit=False,
     )
     server.inject(Fault(hang=True))
     try:

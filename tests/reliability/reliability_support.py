@@ -32,6 +32,8 @@ FAST_OPTIONS: dict[str, float] = {
     "quota_delay": 3600.0,
     "auth_delay": 0.05,
     "server_error_attempts": 5,
+    "pace_min": 0.001,  # pacing while rate limited, scaled down like the delays
+    "pace_max": 0.01,
 }
 
 

@@ -220,10 +220,10 @@ def test_fork_while_another_thread_holds_every_sdk_lock_does_not_deadlock_the_ch
             still_held = sorted(name for name, lock in sdk_locks(c).items() if lock.locked())
             steps.append(("track", c.track("child", "c", {"pid": os.getpid()})))
             steps.append(("wrong call", c.track("", "c")))  # warns: the rate limiter's lock
-            for i in range(20):  # twice max_queue_size: track() waits for room (the worker's condition)
+            for i in range(20):  # twice max_queue_size: a healthy endpoint, so the byte bound applies
                 c.track("child_fill", "c", {"i": i, "pid": os.getpid()})
             steps.append(("stats", c.stats()["accepted"]))
-            steps.append(("pending", c.pending_count() <= 10))
+            steps.append(("pending", 0 <= c.pending_count() <= 21))
             steps.append(("default client", serla.get_default_client(create=False) is c))
             steps.append(("flush", c.flush(10)))
             steps.append(("identify", c.identify("c", {"forked": True})))
