@@ -787,6 +787,7 @@ class SpoolPump:
         self.leased_at = 0.0
         self.closed_waiting: int | None = None  # events of this host and key on disk when the pump stopped
         self.stopped = False
+        worker._spooling = True
         if found:
             n = sum(found.values())
             log_debug("serla: %d events of earlier runs wait in the spool %s", n, spool.path)
@@ -1215,3 +1216,4 @@ class SpoolPump:
         self._leave_rows()
         with self.worker._lock:
             self.worker._limit = self.worker._max
+            self.worker._spooling = False

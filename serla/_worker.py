@@ -270,6 +270,8 @@ class BatchWorker:
         self._pump: Any = None  # the SpoolPump once the spool is open (serla._spool)
         self._spool_lock = threading.Lock()
         self._spool_error: str | None = None
+        self._spooling = False  # a spool takes the backlog: memory holds only what waits for the next write,
+        # bounded by max_buffer_bytes even while the endpoint is down (serla._spool.SpoolPump)
         self._accepted_seq = 0  # seq of the last accepted event
         self._taken_seq = 0  # seq of the last event moved from the buffer into a batch
         self._done_seq = 0  # every event with seq <= this is resolved
@@ -314,7 +316,9 @@ class BatchWorker:
         size = len(data) + _ITEM_OVERHEAD
         with self._lock:
             if not self._closed and (
-                self._pending_bytes + size <= self._max_bytes if self._up else self._pending < self._limit
+                self._pending_bytes + size <= self._max_bytes
+                if self._up or self._spooling
+                else self._pending < self._limit
             ):  # the common case, first
                 self._pending += 1
                 self._pending_bytes += size
@@ -343,7 +347,7 @@ class BatchWorker:
                 refused = ""
         if refused:
             if refused == "queue_full":
-                if self._up:
+                if self._up or self._spooling:
                     warn_limited(
                         "queue_full",
                         "serla: event dropped: %d bytes of events are already waiting (max_buffer_bytes) "
@@ -367,7 +371,7 @@ class BatchWorker:
         return True
 
     def _has_room(self, size: int) -> bool:
-        if self._up:
+        if self._up or self._spooling:
             return self._pending_bytes + size <= self._max_bytes
         return self._pending < self._limit
 
