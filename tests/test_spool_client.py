@@ -359,3 +359,32 @@ def test_cli_spool_status_and_send(server: SerlaServer, tmp_path: Path) -> None:
     assert_exactly_once(server, range(30))
     (row,) = Spool(tmp_path).status()
     assert row["key"] == "sk_live_..._key" and row["events"] == 1, "another key's rows wait for their client"
+
+
+def test_a_forked_child_opens_its_own_spool_connection(server: SerlaServer, tmp_path: Path) -> None:
+    client = Serla(KEY, host=server.url, spool_dir=str(tmp_path), flush_on_exit=False)
+    for i in range(5):
+        client.track("e", "u", {"i": i})
+    assert client.flush(30)
+    parent_pump = client._worker._pump
+    assert parent_pump is not None
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            for i in range(100, 105):
+                client.track("e", "u", {"i": i})
+            ok = client.flush(30)
+            pump = client._worker._pump
+            code = 0 if ok and pump is not None and pump is not parent_pump else 3
+            client.shutdown(5)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    for i in range(5, 10):
+        client.track("e", "u", {"i": i})
+    assert client.flush(30)
+    assert client._worker._pump is parent_pump
+    assert client.shutdown(10)
+    assert_exactly_once(server, [*range(10), *range(100, 105)])
