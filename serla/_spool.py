@@ -494,7 +494,9 @@ class Spool:
                 raise classify(exc) from None
         return {int(i): int(n) for i, n in rows}
 
-    def lease(self, lane: str, max_batches: int = 1) -> list[SpooledBatch]:
+    def lease(
+        self, lane: str, max_batches: int = 1, lease_seconds: Optional[float] = None
+    ) -> list[SpooledBatch]:
         """Take up to ``max_batches`` of this host and key's batches that nobody holds, oldest first.
 
         A batch is free when it was never leased, was released, or its lease expired (its holder died or
@@ -504,6 +506,7 @@ class Spool:
         Args:
             lane: The lane to lease from.
             max_batches: The most batches to take.
+            lease_seconds: How long to hold them (default: the spool's ``lease_seconds``).
 
         Returns:
             The leased batches (empty when there are none).
@@ -512,6 +515,7 @@ class Spool:
             SpoolUnavailable: If the spool can't be read or written.
         """
         tag = self._need_identity()
+        hold = self.lease_seconds if lease_seconds is None else lease_seconds
         with self._lock:
             conn = self._connection()
             try:
@@ -527,7 +531,7 @@ class Spool:
                         conn.executemany(
                             "UPDATE batches SET lease_until = ?, lease_owner = ?, attempts = attempts + 1"
                             " WHERE id = ?",
-                            [(now + self.lease_seconds, self._owner, row[0]) for row in rows],
+                            [(now + hold, self._owner, row[0]) for row in rows],
                         )
                     conn.execute("COMMIT")
                 except BaseException:
@@ -735,6 +739,7 @@ SPOOL_DELAY: Final = 1.0
 """The longest an accepted event waits in memory before the flusher writes it to the spool, in seconds."""
 _SCAN_INTERVAL: Final = 5.0  # how often an idle pump looks for rows whose holder died
 _POLL: Final = 0.25  # how often a pump looks again when every row is held by another process
+_RECORD_LEASE: Final = 3600.0  # error/LLM records found at open are held by the process that queued them
 
 
 class _Row:
@@ -785,9 +790,12 @@ class SpoolPump:
         self.earlier: dict[int, int] = found  # rows found at open: flush() waits for them too
         self.next_lease = 0.0  # no lease before this (clock): every row was held by others
         self.leased_at = 0.0
+        self.next_scan = 0.0
         self.closed_waiting: int | None = None  # events of this host and key on disk when the pump stopped
         self.stopped = False
+        self.acks: list[SpooledBatch] = []  # lane records from the spool, resolved: delete them (worker lock)
         worker._spooling = True
+        self._load_records()
         if found:
             n = sum(found.values())
             log_debug("serla: %d events of earlier runs wait in the spool %s", n, spool.path)
@@ -806,6 +814,8 @@ class SpoolPump:
             "sent_from_spool": self.stats["sent_from_spool"],
             "from_earlier_runs": self.stats["from_earlier_runs"],
             "left_on_disk": self.stats["left"],
+            "records_left_on_disk": self.stats["records_left"],
+            "records_from_earlier_runs": self.stats["records_from_earlier_runs"],
             "error": self.broken,
         }
         if self.closed_waiting is not None or self.broken is not None:
@@ -858,8 +868,11 @@ class SpoolPump:
             return False
         if self.earlier:
             return True
-        if not self.rows:
-            due.append(_SCAN_INTERVAL)  # rows of a process that died holding them come back some time
+        if not self.rows:  # look now and then for rows whose holder died (its lease expired)
+            if now >= self.next_scan:
+                self.next_scan = now + _SCAN_INTERVAL
+                return True
+            due.append(self.next_scan - now)
             return False
         first = self.rows[0]
         if len(self.rows) > 1 or first.events >= w._batch_size or w._send_through >= first.seqs[0]:
@@ -995,9 +1008,7 @@ class SpoolPump:
                 break
             take.append(row)
             events += len(row.items)
-        give_back = leased[len(take) :]
-        for row in give_back:
-            self.spool.release(row)
+        self._release_quietly(leased[len(take) :])
         items, seqs = [], []
         mine_events = 0
         last = 0
@@ -1106,6 +1117,72 @@ class SpoolPump:
                 raise classify(exc) from None
         return {k for (k,) in found}
 
+    # -- lanes (errors, LLM records) -------------------------------------------------------------------
+
+    def _load_records(self) -> None:
+        """Queue the error and LLM records an earlier run left in the spool (held by this process)."""
+        from serla._worker import LANE_MAX_RECORDS, _Record
+
+        w = self.worker
+        for name, lane in w._lanes.items():
+            rows = self.spool.lease(name, LANE_MAX_RECORDS, lease_seconds=_RECORD_LEASE)
+            if not rows:
+                continue
+            with w._lock:
+                for row in rows:
+                    for body in row.items:
+                        record = _Record(body, row.key)
+                        record.row = row
+                        lane.buffer.append(record)
+                        lane.accepted += 1
+                        lane.queued_bytes += len(body)
+                self.stats["records_from_earlier_runs"] += len(rows)
+            log_debug("serla: %d %s records of earlier runs queued from the spool", len(rows), name)
+
+    def ack_records(self) -> None:
+        """Delete the lane records from the spool that were resolved since the last step."""
+        with self.worker._lock:
+            rows, self.acks = self.acks, []
+        if rows and self.broken is None:
+            try:
+                self.spool.ack(*rows)
+            except SpoolUnavailable as exc:
+                self._broke(exc)
+
+    def _leave_records(self) -> None:
+        """At stop: the error and LLM records not delivered go to the spool instead of being dropped."""
+        w = self.worker
+        left: list[tuple[str, Any]] = []
+        with w._lock:
+            for name, lane in w._lanes.items():
+                records = ([lane.current] if lane.current is not None else []) + list(lane.buffer)
+                if lane.disabled or not records:
+                    continue
+                lane.current = None
+                lane.buffer.clear()
+                lane.queued_bytes = 0
+                lane.done += len(records)
+                lane.lost += len(records)  # not delivered by this process: flush() says so
+                left.extend((name, r) for r in records)
+        dropped: list[str] = []
+        for name, record in left:
+            try:
+                if record.row is not None:
+                    self.spool.release(record.row)  # still there: give it back
+                elif not self.spool.append(name, record.key, [record.body]):
+                    dropped.append(name)
+                    continue
+                self.stats["records_left"] += 1
+            except SpoolUnavailable:
+                dropped.append(name)
+        if dropped:
+            with w._lock:
+                for name in dropped:
+                    w._lanes[name].dropped["shutdown"] += 1
+            warn_limited(
+                "spool_records_lost", "serla: %d records were not delivered before shutdown", len(dropped)
+            )
+
     # -- stopping and giving up ------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -1114,6 +1191,9 @@ class SpoolPump:
             return
         if self.broken is None and self.worker._buffer:
             self.spool_step()
+        if self.broken is None:
+            self.ack_records()
+            self._leave_records()
         if self.broken is not None:
             return
         w = self.worker

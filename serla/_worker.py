@@ -138,13 +138,14 @@ def _charge(items: list[Any]) -> int:
 class _Record:
     """One record of a single-record lane: its body and its stable idempotency key."""
 
-    __slots__ = ("attempts", "body", "flush_gen", "key")
+    __slots__ = ("attempts", "body", "flush_gen", "key", "row")
 
     def __init__(self, body: bytes, key: str) -> None:
         self.body = body
         self.key = key
         self.attempts = 0
         self.flush_gen = 0
+        self.row: Any = None  # the spool's row when an earlier run left this record there
 
 
 class _Lane:
@@ -730,6 +731,8 @@ class BatchWorker:
             pump = self.spool_pump()  # the flusher opens the spool: sqlite3 never on the caller's thread
         if pump is not None and pump.broken is not None:
             pump = None
+        if pump is not None and pump.acks:
+            pump.ack_records()
         try:
             with self._lock:
                 self._wakeup.clear()
@@ -1163,6 +1166,8 @@ class BatchWorker:
         record = lane.current
         if record is None:
             return
+        if record.row is not None:  # from the spool: deleted there on the flusher's next step
+            self._pump.acks.append(record.row)
         lane.current = None
         lane.queued_bytes -= len(record.body)
         lane.done += 1

@@ -21,7 +21,7 @@ from serla._cli import EXIT_FAILED, EXIT_OK
 from serla._config import DEFAULT_SPOOL_MAX_BYTES
 from serla._encode import encode_event
 from serla._spool import DEFAULT_MAX_BYTES, FILE_NAME, Spool
-from serla.devtools.server import Fault, SerlaServer
+from serla.devtools.server import Fault, RecordedRequest, Response, SerlaServer
 
 KEY = "sk_live_spool_client_test_0001"
 CHILD_TIMEOUT = 90
@@ -388,3 +388,35 @@ def test_a_forked_child_opens_its_own_spool_connection(server: SerlaServer, tmp_
     assert client._worker._pump is parent_pump
     assert client.shutdown(10)
     assert_exactly_once(server, [*range(10), *range(100, 105)])
+
+
+def test_error_records_left_at_shutdown_are_sent_by_the_next_client(tmp_path: Path) -> None:
+    received: list[bytes] = []
+    up = [False]
+
+    def errors_route(request: RecordedRequest) -> Response:
+        if not up[0]:
+            return Response(503, b"down")
+        received.append(request.body)
+        return Response(201, b'{"ok":true}')
+
+    with SerlaServer(api_keys={KEY}) as server:
+        server.add_route("POST", "/api/v1/errors", errors_route)
+        client = Serla(KEY, host=server.url, spool_dir=str(tmp_path), flush_on_exit=False)
+        bodies = [json.dumps({"message": f"boom {i}"}).encode() for i in range(3)]
+        for body in bodies:
+            assert client._submit("errors", body)
+        assert client.shutdown(1.5) is False
+        spool = client.stats()["spool"]
+        assert spool["records_left_on_disk"] == 3
+        assert client.stats()["lanes"]["errors"]["dropped"] == {}
+        (row,) = Spool(tmp_path).status()
+        assert row["lane"] == "errors" and row["events"] == 3
+
+        up[0] = True
+        nxt = Serla(KEY, host=server.url, spool_dir=str(tmp_path), flush_on_exit=False)
+        assert nxt.flush(30), "flush() waits for the records an earlier run left"
+        assert sorted(received) == sorted(bodies), "each record exactly once"
+        assert nxt.stats()["spool"]["records_from_earlier_runs"] == 3
+        assert nxt.shutdown(10)
+        assert Spool(tmp_path).status() == []
