@@ -201,7 +201,7 @@ class Serla:
             def _flush_at_exit() -> None:
                 if state[0]:
                     return
-                if not worker.flush(exit_timeout):
+                if not worker.flush_at_exit(exit_timeout):
                     log_warning("serla: %d events were not delivered at exit", worker.pending())
 
             self._atexit = _flush_at_exit

@@ -495,7 +495,11 @@ class Spool:
         return {int(i): int(n) for i, n in rows}
 
     def lease(
-        self, lane: str, max_batches: int = 1, lease_seconds: Optional[float] = None
+        self,
+        lane: str,
+        max_batches: int = 1,
+        lease_seconds: Optional[float] = None,
+        keys: Optional[list[str]] = None,
     ) -> list[SpooledBatch]:
         """Take up to ``max_batches`` of this host and key's batches that nobody holds, oldest first.
 
@@ -507,6 +511,7 @@ class Spool:
             lane: The lane to lease from.
             max_batches: The most batches to take.
             lease_seconds: How long to hold them (default: the spool's ``lease_seconds``).
+            keys: Only batches with these idempotency keys (a process's own, when it is exiting).
 
         Returns:
             The leased batches (empty when there are none).
@@ -522,10 +527,14 @@ class Spool:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     now = self._clock()
+                    sql = "SELECT id, key, created, attempts, payload FROM batches"
+                    sql += " WHERE tag = ? AND lane = ? AND lease_until <= ?"
+                    params: list[Any] = [tag, lane, now]
+                    if keys is not None:
+                        sql += f" AND key IN ({','.join('?' * len(keys))})"
+                        params.extend(keys)
                     rows = conn.execute(
-                        "SELECT id, key, created, attempts, payload FROM batches"
-                        " WHERE tag = ? AND lane = ? AND lease_until <= ? ORDER BY id LIMIT ?",
-                        (tag, lane, now, max(1, max_batches)),
+                        sql + " ORDER BY id LIMIT ?", (*params, max(1, max_batches))
                     ).fetchall()
                     if rows:
                         conn.executemany(
@@ -599,6 +608,38 @@ class Spool:
             self._write(
                 "UPDATE batches SET lease_until = ? WHERE id = ? AND lease_owner = ?",
                 (now + self.lease_seconds, batch.id, self._owner),
+            )
+            == 1
+        )
+
+    def park(self, batch: SpooledBatch) -> None:
+        """Let any process lease a batch this process holds, while it keeps it in memory.
+
+        Unlike :meth:`release`, the batch is not grown by :meth:`extend_row` meanwhile (the holder would
+        send and delete it without the new items). Take it back with :meth:`reacquire`.
+
+        Raises:
+            SpoolUnavailable: If the spool can't be written.
+        """
+        self._write(
+            "UPDATE batches SET lease_until = 0 WHERE id = ? AND lease_owner = ?", (batch.id, self._owner)
+        )
+
+    def reacquire(self, batch: SpooledBatch) -> bool:
+        """Take a batch back after :meth:`release` (or renew a lease), unless another process holds it now.
+
+        Returns:
+            False if another process holds the batch, or it is gone (delivered by another process).
+
+        Raises:
+            SpoolUnavailable: If the spool can't be written.
+        """
+        now = self._clock()
+        return (
+            self._write(
+                "UPDATE batches SET lease_until = ?, lease_owner = ?"
+                " WHERE id = ? AND (lease_owner = ? OR lease_until <= ?)",
+                (now + self.lease_seconds, self._owner, batch.id, self._owner, now),
             )
             == 1
         )
@@ -790,6 +831,8 @@ class SpoolPump:
         self.earlier: dict[int, int] = found  # rows found at open: flush() waits for them too
         self.next_lease = 0.0  # no lease before this (clock): every row was held by others
         self.leased_at = 0.0
+        self.parked = False  # the batch in flight waits out a hold with its lease freed
+        self.next_spool = 0.0  # no write before this (clock): the file was locked by another process
         self.next_scan = 0.0
         self.closed_waiting: int | None = None  # events of this host and key on disk when the pump stopped
         self.stopped = False
@@ -828,9 +871,21 @@ class SpoolPump:
             out["error"] = str(exc)
         return out
 
+    def wait_idle(self, deadline: float | None) -> None:
+        """At exit: wait until no request of a spooled batch is in flight (then none is cut short)."""
+        w = self.worker
+        with w._lock:
+            while w._whole is not None and w._whole.row is not None and not self.parked:
+                remaining = None if deadline is None else deadline - w._clock()
+                if remaining is not None and remaining <= 0:
+                    return
+                w._progress.wait(remaining)
+
     def wait_earlier(self, deadline: float | None) -> bool:
         """Wait (``flush()``) until the rows found at open are delivered; False on timeout."""
         w = self.worker
+        if w._exiting:
+            return True  # the atexit hook: only this process's own events (see lease_step)
         with w._lock:
             while self.earlier and self.broken is None:
                 if w._held_past(deadline):
@@ -849,6 +904,9 @@ class SpoolPump:
         n = len(w._buffer)
         if not n or self.stopped:
             return False
+        if now < self.next_spool and not w._stop:
+            due.append(self.next_spool - now)
+            return False
         if w._stop or n >= w._batch_size or w._send_through > w._taken_seq:
             return True
         oldest = w._oldest_at if w._oldest_at is not None else now
@@ -866,7 +924,7 @@ class SpoolPump:
         if now < self.next_lease:
             due.append(self.next_lease - now)
             return False
-        if self.earlier:
+        if self.earlier and not w._exiting:
             return True
         if not self.rows:  # look now and then for rows whose holder died (its lease expired)
             if now >= self.next_scan:
@@ -916,12 +974,16 @@ class SpoolPump:
             if self.broken is not None:
                 self._back_to_memory(batches[i:])
                 return
-            for part in w._materialize(batch):
+            parts = w._materialize(batch)
+            for j, part in enumerate(parts):
                 try:
                     self._write(part, _charge(part.items))
                 except SpoolUnavailable as exc:
-                    self._broke(exc)
-                    self._back_to_memory([part, *batches[i + 1 :]])
+                    if not (exc.transient and not w._stop):
+                        self._broke(exc)
+                    self._back_to_memory(parts[j:] + batches[i + 1 :])
+                    with w._lock:  # locked by another process: try again shortly, meanwhile in memory
+                        self.next_spool = w._clock() + _POLL
                     return
 
     def _write(self, part: Any, charge: int) -> None:
@@ -986,8 +1048,15 @@ class SpoolPump:
         w = self.worker
         with w._lock:
             merge = MAX_BATCH // max(1, w._batch_size) if w._pace else 1
+            # Exiting (the atexit hook): only this process's own batches, so that exit never cuts short
+            # a request of someone else's batch (its lease would hold it back from the next run).
+            own = [row.key for row in self.rows][:500] if w._exiting else None
+        if own == []:
+            with w._lock:
+                self.next_lease = w._clock() + _POLL
+            return
         try:
-            leased = self.spool.lease("events", merge)
+            leased = self.spool.lease("events", merge, keys=own)
         except SpoolUnavailable as exc:
             if not exc.transient:
                 self._broke(exc)
@@ -1036,34 +1105,50 @@ class SpoolPump:
             whole.row = take
             w._whole = whole
             self.leased_at = now
+            self.parked = False
 
     def renew(self, whole: Any) -> bool:
-        """Before a resend, or a send long after the lease: keep it. False: another process took it."""
+        """Before a resend (or a send long after the lease): take the lease again. False: another process
+        took the batch over (or delivered it) meanwhile; it is its business now."""
         w = self.worker
-        if w._clock() - self.leased_at < self.spool.lease_seconds / 3 and not w._todo[0].attempts:
+        if not self.parked and w._clock() - self.leased_at < self.spool.lease_seconds / 3:
             return True
+        rows = whole.row
         try:
-            kept = all(self.spool.extend(row) for row in whole.row)
+            kept = [row for row in rows if self.spool.reacquire(row)]
         except SpoolUnavailable:
             return True  # can't tell: send it (at least once)
         self.leased_at = w._clock()
-        if kept:
+        self.parked = False
+        if len(kept) == len(rows):
             return True
-        rows = whole.row
         whole.row = None
-        self._release_quietly(rows)
+        self._release_quietly(kept)
         self._let_go(taken=True, rows=rows)
         return False
+
+    def park(self, whole: Any) -> None:
+        """The batch in flight waits out a backoff or hold: free its lease meanwhile, so that a process
+        killed while waiting (or exiting) leaves it to the next one at once, not after the lease."""
+        if not self.parked:
+            for row in whole.row:
+                with contextlib.suppress(SpoolUnavailable):
+                    self.spool.park(row)
+            self.parked = True
 
     def done(self, whole: Any) -> None:
         """The batch in flight is resolved (delivered, or dropped by the server): delete it from disk."""
         rows = whole.row
         whole.row = None
+        w = self.worker
         try:
             self.spool.ack(*rows)
         except SpoolUnavailable as exc:
-            self._broke(exc)
-        w = self.worker
+            if exc.transient:  # locked by another process a moment: deleted on a later step
+                with w._lock:
+                    self.acks.extend(rows)
+            else:
+                self._broke(exc)
         with w._lock:
             for row in rows:
                 mine = self.by_key.pop(row.key, None)
@@ -1140,14 +1225,19 @@ class SpoolPump:
             log_debug("serla: %d %s records of earlier runs queued from the spool", len(rows), name)
 
     def ack_records(self) -> None:
-        """Delete the lane records from the spool that were resolved since the last step."""
-        with self.worker._lock:
+        """Delete the rows resolved since the last step: lane records, and batches a lock kept on disk."""
+        w = self.worker
+        with w._lock:
             rows, self.acks = self.acks, []
         if rows and self.broken is None:
             try:
                 self.spool.ack(*rows)
             except SpoolUnavailable as exc:
-                self._broke(exc)
+                if exc.transient and not w._stop:
+                    with w._lock:
+                        self.acks[:0] = rows
+                else:
+                    self._broke(exc)
 
     def _leave_records(self) -> None:
         """At stop: the error and LLM records not delivered go to the spool instead of being dropped."""

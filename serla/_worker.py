@@ -271,6 +271,7 @@ class BatchWorker:
         self._pump: Any = None  # the SpoolPump once the spool is open (serla._spool)
         self._spool_lock = threading.Lock()
         self._spool_error: str | None = None
+        self._exiting = False  # flush_at_exit() ran: with a spool, deliver only this process's own events
         self._spooling = False  # a spool takes the backlog: memory holds only what waits for the next write,
         # bounded by max_buffer_bytes even while the endpoint is down (serla._spool.SpoolPump)
         self._accepted_seq = 0  # seq of the last accepted event
@@ -494,12 +495,25 @@ class BatchWorker:
         pump = self.spool_pump()
         if pump is None:
             return self._flush(deadline)
-        if pump.earlier:
+        if pump.earlier and not self._exiting:
             if self._thread is None and not self._thread_failed:
                 self._start_thread()
             self._wakeup.set()
         ok = self._flush(deadline)
-        return pump.wait_earlier(deadline) and ok
+        ok = pump.wait_earlier(deadline) and ok
+        if self._exiting:
+            pump.wait_idle(deadline)
+        return ok
+
+    def flush_at_exit(self, timeout: float | None) -> bool:
+        """The atexit hook's flush: :meth:`flush`, and with a spool only this process's own events.
+
+        With a spool, batches of other processes or of earlier runs are not started any more, and the
+        hook waits for a request of a spooled batch to end, so that exit never leaves one sent but still
+        on disk (it would be sent again) or leased by a dead process.
+        """
+        self._exiting = True
+        return self.flush(timeout)
 
     def spool_pump(self) -> Any:
         """The spool's pump, opened on first use; None without a spool or when it can't be used."""
@@ -934,6 +948,8 @@ class BatchWorker:
         with self._lock:
             self._count_request(current.attempts)
         self._apply(self._decide(result, current.attempts, len(current.items)), result)
+        if spooled and self._todo and whole is not None and whole.row is not None:
+            self._pump.park(whole)  # waits out a hold with its lease freed; renew() takes it back
         if not self._todo:
             if spooled and whole is not None and whole.row is not None:
                 self._pump.done(whole)  # resolved: delivered in parts or dropped by the server

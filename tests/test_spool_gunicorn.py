@@ -8,6 +8,7 @@ import queue
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,14 +20,17 @@ from typing import Any
 
 import pytest
 
-from serla._spool import Spool
+from serla._spool import FILE_NAME, Spool
 from serla.devtools.server import Fault, SerlaServer
 
 KEY = "sk_live_spool_gunicorn_test_01"
 
 APP = """
+import logging
 import os
 from serla import Serla
+
+logging.getLogger("serla").addHandler(logging.StreamHandler())  # its warnings, in the test's failure report
 
 client = Serla(os.environ["SERLA_TEST_KEY"], host=os.environ["SERLA_TEST_URL"],
                spool_dir=os.environ["SERLA_TEST_SPOOL"], max_queue_size=20, flush_interval_seconds=0.2,
@@ -149,4 +153,11 @@ def test_three_workers_sharing_a_spool_lose_nothing_and_send_nothing_twice(
 
     hits = collections.Counter(e["properties"]["rid"] for e in server.events if e["name"] == "hit")
     assert hits == {rid: 1 for rid in answers}, "every hit once: nothing lost, nothing sent twice"
-    assert Spool(spool_dir).status() == [], "nothing left on disk"
+    left = Spool(spool_dir).status()
+    if left:
+        while not log.lines.empty():
+            log.seen.append(log.lines.get_nowait())
+        conn = sqlite3.connect(spool_dir / FILE_NAME)
+        rows = conn.execute("SELECT id, key, events, lease_until, lease_owner, attempts FROM batches").fetchall()
+        conn.close()
+        pytest.fail(f"left on disk: {left} {rows}; log: {''.join(log.seen)}")
