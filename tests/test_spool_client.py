@@ -420,3 +420,41 @@ def test_error_records_left_at_shutdown_are_sent_by_the_next_client(tmp_path: Pa
         assert nxt.stats()["spool"]["records_from_earlier_runs"] == 3
         assert nxt.shutdown(10)
         assert Spool(tmp_path).status() == []
+
+
+_MID_REQUEST = """
+import sys, time
+from serla import Serla
+client = Serla(sys.argv[1], host=sys.argv[2], spool_dir=sys.argv[3], flush_interval_seconds=0.2, timeout=1.0)
+for i in range(25):
+    client.track("e", "u", {"i": i})
+client.flush(60)  # the server never answers: killed in the middle of the request
+"""
+
+
+@pytest.mark.timeout(180)
+def test_a_kill_9_in_the_middle_of_a_request(tmp_path: Path) -> None:
+    with SerlaServer(api_keys={KEY}) as server:
+        server.set_default_fault(Fault(hang=True))
+        with child(_MID_REQUEST, KEY, server.url, str(tmp_path)) as proc:
+            try:
+                for _ in range(600):  # bounded: until the batch is leased and its request sent
+                    rows = Spool(tmp_path).status() if (tmp_path / FILE_NAME).exists() else []
+                    if rows and rows[0]["leased"] == 25 and server.requests:
+                        break
+                    time.sleep(0.05)
+                else:
+                    pytest.fail(
+                        f"the child never sent its batch: {proc.stderr.read() if proc.stderr else ''}"
+                    )
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(CHILD_TIMEOUT)
+        server.clear_faults()
+        assert server.events == []
+        # The dead process's lease (max(30 s, 3 x timeout)) runs out, then the next client sends the batch.
+        nxt = Serla(KEY, host=server.url, spool_dir=str(tmp_path), flush_on_exit=False)
+        assert nxt.flush(120), nxt.stats()
+        assert_exactly_once(server, range(25))
+        assert nxt.stats()["spool"]["from_earlier_runs"] == 25
+        assert nxt.shutdown(10)
