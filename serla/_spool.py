@@ -780,7 +780,7 @@ SPOOL_DELAY: Final = 1.0
 """The longest an accepted event waits in memory before the flusher writes it to the spool, in seconds."""
 _SCAN_INTERVAL: Final = 5.0  # how often an idle pump looks for rows whose holder died
 _POLL: Final = 0.25  # how often a pump looks again when every row is held by another process
-_RECORD_LEASE: Final = 3600.0  # error/LLM records found at open are held by the process that queued them
+_RECORD_LEASE: Final = 600.0  # error/LLM records found at open are held by the process that queued them
 
 
 class _Row:
@@ -1209,6 +1209,8 @@ class SpoolPump:
         from serla._worker import LANE_MAX_RECORDS, _Record
 
         w = self.worker
+        if w._exiting:
+            return  # opened by the atexit hook: it delivers nothing of earlier runs
         for name, lane in w._lanes.items():
             rows = self.spool.lease(name, LANE_MAX_RECORDS, lease_seconds=_RECORD_LEASE)
             if not rows:

@@ -513,6 +513,12 @@ class BatchWorker:
         on disk (it would be sent again) or leased by a dead process.
         """
         self._exiting = True
+        if (
+            self._pump is None
+            and not self._accepted_seq
+            and not any(s.accepted for s in self._lanes.values())
+        ):
+            return True  # nothing of its own (a pre-fork master): don't open the spool just to exit
         return self.flush(timeout)
 
     def spool_pump(self) -> Any:
