@@ -25,6 +25,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from serla._context import distinct_id_context, get_distinct_id, reset_distinct_id, set_distinct_id
     from serla._registry import get_default_client, set_default_client
+    from serla._stats import LaneStats, Stats
+    from serla._tracked import tracked
 
 if "logging" in sys.modules:
     add_null_handler()
@@ -37,6 +39,9 @@ _LAZY = {
     "set_distinct_id": "serla._context",
     "get_default_client": "serla._registry",
     "set_default_client": "serla._registry",
+    "Stats": "serla._stats",
+    "LaneStats": "serla._stats",
+    "tracked": "serla._tracked",  # needs wrapt: pip install "serla-py[tracked]"
 }
 
 
@@ -56,7 +61,9 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Config",
+    "LaneStats",
     "Serla",
+    "Stats",
     "__version__",
     "distinct_id_context",
     "get_default_client",
@@ -64,4 +71,5 @@ __all__ = [
     "reset_distinct_id",
     "set_default_client",
     "set_distinct_id",
+    "tracked",
 ]

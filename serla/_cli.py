@@ -412,7 +412,7 @@ def _cmd_spool_send(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         finally:
             client.shutdown(timeout=0)
         stats = client.stats()
-    spool_stats = stats.get("spool") or {}
+    spool_stats: dict[str, Any] = dict(stats.get("spool") or {})
     if spool_stats.get("error"):
         err.write(f"serla spool send: the spool in {directory} can't be used: {spool_stats['error']}\n")
         return EXIT_FAILED

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import sys
 from _collections_abc import Mapping
 
@@ -13,9 +12,9 @@ from serla._config import (
     Config,
     add_null_handler,
     env_disabled,
+    env_text,
     log_debug,
     log_warning,
-    resolve_proxy,
     serla_log,
     warn_limited,
 )
@@ -26,10 +25,16 @@ from serla._encode import MAX_EVENT_BYTES, encode, encode_event, format_timestam
 # first send; ``logging`` only once something has loaded it (see ``serla._config.serla_log``).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Optional
+    from collections.abc import Sequence
+    from datetime import timedelta
+    from types import FrameType
+    from typing import Any, Callable, Optional, Union
 
     from serla._encode import Timestamp
+    from serla._errors import ErrorReporter, Report
+    from serla._flags import FlagClient
     from serla._retry import RetryPolicy
+    from serla._stats import Stats
     from serla._transport import Transport
 
 IDENTIFY_PATH = "/api/v1/identify"
@@ -79,9 +84,10 @@ class Serla:
             count, is then the limit. Values above 100 are lowered to 100, with a warning. For a fleet of
             processes sharing one project, ``batch_size=100`` makes the fewest requests.
         debug: Set the ``serla`` logger to DEBUG and attach a stderr handler to it.
-        flush_on_exit: Register an ``atexit`` hook that flushes (bounded by ``shutdown_timeout``). The
-            client stays usable after it, for hooks that run later (``logging.shutdown``, an
-            OpenTelemetry provider's shutdown).
+        flush_on_exit: Deliver what is queued at exit (bounded by ``shutdown_timeout``): from an
+            ``atexit`` hook, and on ``SIGTERM`` (a handler that delivers, then chains to the one it
+            replaced; see ``serla._exit``). The client stays usable after it, for hooks that run later
+            (``logging.shutdown``, an OpenTelemetry provider's shutdown).
         max_queue_size: The most events held in memory (buffered + in flight) while the endpoint is down.
             Further events are refused, counted in ``stats()["dropped"]["queue_full"]`` and warned about.
         max_buffer_bytes: The most bytes of encoded events held while the endpoint is up but slow or
@@ -105,6 +111,33 @@ class Serla:
             ``trace_id`` and ``span_id`` (hex) to the event's properties (unless you set those keys).
         disabled: Accept and check calls but send nothing and start no thread. ``None`` (the default)
             reads the ``SERLA_DISABLED`` environment variable.
+        flags_timeout: The longest a feature flag call waits for the server on a cache miss, in seconds;
+            then it returns the caller's fallback (the answer still fills the cache). See ``docs/flags.md``.
+        flags_cache_size: How many ``(distinct_id, properties)`` flag answers are cached (an LRU).
+        send_flag_events: Track a ``$feature_flag_called`` event (``$feature_flag``,
+            ``$feature_flag_response``) the first time in a cache period a user gets a flag's value.
+        release: The version of your application, sent with every error report (``None``: read
+            ``SERLA_RELEASE``).
+        environment: ``production``, ``staging``..., sent with every error report (``None``: read
+            ``SERLA_ENVIRONMENT``).
+        capture_exceptions: Report uncaught exceptions: ``sys.excepthook``, ``threading.excepthook`` and
+            asyncio's loop exception handler, each chaining what was installed before.
+            ``KeyboardInterrupt`` and ``SystemExit`` are not reported. An uncaught exception in the main
+            thread is delivered before the process exits (a flush bounded by ``shutdown_timeout``).
+        before_send_error: ``(report, exception) -> report | None``, called with each error report (the
+            wire fields, a dict) before it is queued: return it (changed or not) to send it, ``None`` to
+            drop it. If it raises, the report is dropped.
+        in_app_include: Module name prefixes whose frames are your code (``["myapp"]``), wherever they are
+            installed. See the README's "Error tracking" section for how in-app is decided otherwise.
+        in_app_exclude: Module name prefixes whose frames are never your code.
+        project_root: Frames under this directory are shown relative to it. ``None``: relative to their
+            ``sys.path`` entry.
+        capture_llm_content: Whether :meth:`track_llm` (and the ``serla.llm`` wrappers and the
+            OpenTelemetry GenAI bridge) send prompts and responses. ``False`` leaves ``input`` and
+            ``output`` out of every LLM record: they often hold personal data.
+        before_send_llm: Called with every LLM record (a dict with the wire's camelCase keys) on the
+            caller's thread before it is queued; return the record (changed or not) or ``None`` to drop
+            it. What it returns is checked again; if it raises, the record is dropped.
         spool_dir: A directory for a durable spool (see ``docs/spool.md``): accepted events are written
             there (by the flusher thread, within about a second) and delivered from there, so what can't
             be delivered before exit, during an outage or a rate limit, or before a ``kill -9`` is sent
@@ -137,6 +170,18 @@ class Serla:
         proxy: Optional[str] = None,
         capture_trace_context: bool = True,
         disabled: Optional[bool] = None,
+        flags_timeout: float = 1.0,
+        flags_cache_size: int = 10_000,
+        send_flag_events: bool = False,
+        release: Optional[str] = None,
+        environment: Optional[str] = None,
+        capture_exceptions: bool = False,
+        before_send_error: Optional[Callable[..., Any]] = None,
+        in_app_include: Sequence[str] = (),
+        in_app_exclude: Sequence[str] = (),
+        project_root: Optional[str] = None,
+        capture_llm_content: bool = True,
+        before_send_llm: Optional[Callable[[dict[str, Any]], Optional[dict[str, Any]]]] = None,
         spool_dir: Optional[str] = None,
         spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
         _transport_factory: Optional[Callable[[], Transport]] = None,
@@ -159,6 +204,18 @@ class Serla:
             capture_trace_context=capture_trace_context,
             disabled=env_disabled() if disabled is None else bool(disabled),
             proxy=proxy,
+            flags_timeout=flags_timeout,
+            flags_cache_size=flags_cache_size,
+            send_flag_events=send_flag_events,
+            release=release if release is not None else env_text("SERLA_RELEASE"),
+            environment=environment if environment is not None else env_text("SERLA_ENVIRONMENT"),
+            capture_exceptions=capture_exceptions,
+            before_send_error=before_send_error,
+            in_app_include=in_app_include,
+            in_app_exclude=in_app_exclude,
+            project_root=project_root,
+            capture_llm_content=capture_llm_content,
+            before_send_llm=before_send_llm,
             spool_dir=_env_spool_dir() if spool_dir is None else spool_dir,
             spool_max_bytes=spool_max_bytes,
         )
@@ -190,6 +247,7 @@ class Serla:
             spool_opener=None if cfg.spool_dir is None or cfg.disabled else _spool_opener(cfg),
         )
         self._put = self._worker.put
+        self._flags: FlagClient | None = None  # serla._flags.FlagClient, made by the first flag call
         self._atexit: Callable[[], None] | None = None
         if cfg.flush_on_exit and not cfg.disabled:
             # The hook holds the worker, not the client: a client that lived in a function and was
@@ -204,8 +262,17 @@ class Serla:
                 if not worker.flush_at_exit(exit_timeout):
                     log_warning("serla: %d events were not delivered at exit", worker.pending())
 
+            from serla import _exit
+
             self._atexit = _flush_at_exit
-            atexit.register(_flush_at_exit)
+            self._exit_token = _exit.register(_flush_at_exit)
+        self._clock = _clock
+        self._errors: ErrorReporter | None = None
+        self._hooks: Any = None
+        if cfg.capture_exceptions:
+            from serla._hooks import install_hooks
+
+            self._hooks = install_hooks(self)
         if cfg.disabled:
             log = serla_log()
             if log is not None:
@@ -296,6 +363,83 @@ class Serla:
             _warn_exc("serla: track() failed unexpectedly; the event is dropped")
             return False
 
+    def track_llm(
+        self,
+        model: str,
+        *,
+        provider: Optional[str] = None,
+        distinct_id: Optional[str] = None,
+        trace_id: Optional[str] = None,
+        parent_id: Optional[str] = None,
+        input: Any = None,
+        output: Any = None,
+        input_tokens: Optional[int] = None,
+        output_tokens: Optional[int] = None,
+        total_tokens: Optional[int] = None,
+        cost_usd: Optional[float] = None,
+        latency_ms: Optional[Union[float, timedelta]] = None,
+        status: str = "success",
+        error_message: Optional[str] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        timestamp: Timestamp = None,
+    ) -> bool:
+        """Queue one LLM generation for ``POST /api/v1/llm`` (Hobby plan and up). Never blocks, never raises.
+
+        The record is checked, copied and encoded now, and sent by the worker on its own ``llm`` lane (one
+        record per request). The rules (limits, coercions, the 256 KiB truncation) are in
+        :mod:`serla._llm` and the README's LLM section. A ``402`` from the server (a Free-plan project)
+        turns LLM reporting off with one WARNING; events go on.
+
+        Args:
+            model: The model's name (1-200 characters), e.g. ``"gpt-4o-mini"``; the server prices it.
+            provider: ``"openai"``, ``"anthropic"``, ...
+            distinct_id: The user; ``None`` uses the context's (:func:`serla.set_distinct_id`), else none.
+            trace_id: Groups the steps of one chain or agent run.
+            parent_id: A free-form reference to the parent step.
+            input: The prompt or messages (any JSON-like value). Left out when ``capture_llm_content``
+                is off.
+            output: The completion. Left out when ``capture_llm_content`` is off.
+            input_tokens: Prompt tokens, a non-negative int.
+            output_tokens: Completion tokens, a non-negative int.
+            total_tokens: ``None`` lets the server add the two.
+            cost_usd: ``None`` lets the server compute it from its price table (when both token counts
+                are given and it knows the model).
+            latency_ms: Milliseconds (a float is rounded; a ``timedelta`` works too).
+            status: ``"success"`` or ``"error"``.
+            error_message: What went wrong (an exception is written as ``"Type: message"``).
+            metadata: A dict of anything else.
+            timestamp: When the call started or ended; ``None`` means now.
+
+        Returns:
+            True if the record was queued; False if it was dropped (a wrong call, a hook that dropped it,
+            LLM reporting turned off by a 402, a full lane, a closed client).
+        """
+        try:
+            from serla._llm import track_llm
+
+            return track_llm(
+                self,
+                model,
+                provider=provider,
+                distinct_id=distinct_id,
+                trace_id=trace_id,
+                parent_id=parent_id,
+                input=input,
+                output=output,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                total_tokens=total_tokens,
+                cost_usd=cost_usd,
+                latency_ms=latency_ms,
+                status=status,
+                error_message=error_message,
+                metadata=metadata,
+                timestamp=timestamp,
+            )
+        except Exception:
+            _warn_exc("serla: track_llm() failed unexpectedly; the record is dropped")
+            return False
+
     def _track_deferred(
         self,
         event: str,
@@ -358,6 +502,197 @@ class Serla:
             _warn_exc("serla: identify() failed unexpectedly")
             return False
 
+    def capture_exception(
+        self,
+        exc: Any = None,
+        *,
+        distinct_id: Optional[str] = None,
+        level: Any = "error",
+        context: Optional[Mapping[str, Any]] = None,
+        release: Optional[str] = None,
+        environment: Optional[str] = None,
+    ) -> bool:
+        """Report an exception to Serla's error tracking (``POST /api/v1/errors``). Never raises or waits.
+
+        Like :meth:`track`, it checks, builds and queues at once; the report is sent by the same
+        background thread, in its own lane (one report per request). The stack is written so the server
+        groups reports by the exception's type and the file and function of the innermost frame of your
+        own code (see the README's "Error tracking" section). Local variables are never sent.
+
+        Each exception is reported once, whichever path sees it first (this method, the logging handler,
+        the uncaught-exception hooks). At most ``serla._errors.ERRORS_PER_MINUTE`` reports per group leave
+        the process per minute; the rest are counted in ``stats()["errors"]["rate_limited"]``.
+
+        Args:
+            exc: The exception. ``None`` takes the one being handled (``sys.exc_info()``); an
+                ``exc_info`` tuple is accepted too. An exception that was never raised is reported
+                with the caller's stack.
+            distinct_id: Who hit it. ``None`` uses the context's (:func:`serla.set_distinct_id`), if any.
+            level: ``"error"`` (the default), ``"warning"`` or ``"info"``; ``"critical"``/``"fatal"``
+                are sent as ``error``, ``"debug"`` as ``info``; ``logging`` levels (numbers) map the
+                same way.
+            context: A dict sent as the report's ``metadata``.
+            release: Overrides the client's ``release`` for this report.
+            environment: Overrides the client's ``environment`` for this report.
+
+        Returns:
+            True if the report was queued; False if there was nothing to report, the exception was
+            already reported, the report was rate-limited or dropped by ``before_send_error``, or the
+            errors lane refused it (off after a 402, full, closed).
+        """
+        try:
+            if exc is None:
+                exc = sys.exc_info()[1]
+                if exc is None:
+                    return self._reject("capture_exception() called with no exception being handled")
+            elif isinstance(exc, tuple) and len(exc) == 3:
+                exc = exc[1]
+            if not isinstance(exc, BaseException):
+                return self._reject("capture_exception() needs an exception, got %s", type(exc).__name__)
+            return self._capture(
+                exc,
+                distinct_id=distinct_id,
+                level=level,
+                context=context,
+                release=release,
+                environment=environment,
+                caller=sys._getframe(1),
+            )
+        except Exception:
+            _warn_exc("serla: capture_exception() failed unexpectedly; the report is dropped")
+            return False
+
+    def _error_reporter(self) -> ErrorReporter:
+        """The error reporter (options, path rules, rate limit, counters), created on first use."""
+        reporter = self._errors
+        if reporter is not None:
+            return reporter
+        from serla._errors import ErrorReporter
+
+        with self._worker._lock:  # one reporter even when two threads capture their first error at once
+            reporter = self._errors
+            if reporter is not None:
+                return reporter
+            cfg = self._config
+            reporter = ErrorReporter(
+                release=cfg.release,
+                environment=cfg.environment,
+                before_send=cfg.before_send_error,
+                in_app_include=cfg.in_app_include,
+                in_app_exclude=cfg.in_app_exclude,
+                project_root=cfg.project_root,
+                clock=self._clock,
+            )
+            self._errors = reporter
+            return reporter
+
+    def _capture(
+        self,
+        exc: BaseException,
+        *,
+        distinct_id: Optional[str] = None,
+        level: Any = "error",
+        context: Optional[Mapping[str, Any]] = None,
+        release: Optional[str] = None,
+        environment: Optional[str] = None,
+        caller: Optional[FrameType] = None,
+    ) -> bool:
+        """Build and queue a report for ``exc`` (the paths that see exceptions call this). Never raises."""
+        try:
+            from serla._errors import build_report, mark_reported
+
+            if not mark_reported(exc):
+                self._error_reporter().count("duplicate")
+                return False
+            reporter = self._error_reporter()
+            report = build_report(exc, reporter.rules, caller=caller, allow=reporter.allow)
+            if report is None:  # rate-limited (counted)
+                return False
+            return self._queue_report(
+                reporter,
+                report,
+                exc=exc,
+                distinct_id=distinct_id,
+                level=level,
+                context=context,
+                release=release,
+                environment=environment,
+            )
+        except Exception:
+            _warn_exc("serla: building an error report failed; it is dropped")
+            return False
+
+    def _queue_report(
+        self,
+        reporter: ErrorReporter,
+        report: Report,
+        *,
+        exc: Optional[BaseException],
+        distinct_id: Any,
+        level: Any,
+        context: Any,
+        release: Any,
+        environment: Any,
+    ) -> bool:
+        """Check the call's options, finish the report, encode it and hand it to the errors lane."""
+        from serla._errors import encode_report, map_level
+
+        if self._shut:
+            warn_limited("closed", "serla: capture_exception() after shutdown() is dropped")
+            return False
+        mapped = map_level(level)
+        if mapped is None:
+            warn_limited("error_level", "serla: unknown error level %r; sending it as 'error'", level)
+            mapped = "error"
+        if distinct_id is None:
+            distinct_id = _context_distinct_id()
+        elif not isinstance(distinct_id, str):
+            coerced = _as_id(distinct_id)
+            if coerced is None:
+                warn_limited(
+                    "error_distinct_id",
+                    "serla: capture_exception(): distinct_id must be a string, got %s; sent without it",
+                    type(distinct_id).__name__,
+                )
+            distinct_id = coerced
+        if context is not None and not isinstance(context, Mapping):
+            coerced_context = _as_properties(context)
+            if coerced_context is None:
+                warn_limited(
+                    "error_context",
+                    "serla: capture_exception(): context must be a dict, got %s; sent without it",
+                    type(context).__name__,
+                )
+            context = coerced_context
+        for name, value in (("release", release), ("environment", environment)):
+            if value is not None and not isinstance(value, str):
+                warn_limited("error_" + name, "serla: capture_exception(): %s must be a string", name)
+                if name == "release":
+                    release = None
+                else:
+                    environment = None
+        fields = reporter.finish(
+            report,
+            exc=exc,
+            level=mapped,
+            distinct_id=distinct_id or None,
+            context=context,
+            release=release,
+            environment=environment,
+            timestamp=self._now(),
+        )
+        if fields is None:
+            return False
+        body = encode_report(fields)
+        if self._disabled:
+            reporter.count("captured")
+            return True
+        if self._submit("errors", body):
+            reporter.count("captured")
+            return True
+        reporter.count("refused")
+        return False
+
     def flush(self, timeout: Optional[float] = 30.0) -> bool:
         """Wait until every event queued before this call has been delivered.
 
@@ -392,10 +727,17 @@ class Serla:
         """
         try:
             self._shut = True
+            if self._hooks is not None:
+                self._hooks.uninstall()
+                self._hooks = None
             if self._atexit is not None:
                 self._exit_state[0] = True
-                atexit.unregister(self._atexit)
+                from serla import _exit
+
+                _exit.unregister(self._exit_token)
                 self._atexit = None
+            if self._flags is not None:
+                self._flags.close()
             if self._disabled:
                 return True
             return self._worker.close(timeout)
@@ -410,20 +752,117 @@ class Serla:
         """The number of events accepted and not yet delivered or dropped (buffered + in flight)."""
         return self._worker.pending()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Stats:
         """Counters for health checks and tests.
 
         Returns:
-            A dict with ``queued`` (in the buffer), ``in_flight``, ``pending`` (both), ``accepted``,
-            ``sent`` (events the server confirmed), ``batches_sent``, ``requests``, ``retried``
-            (resends of a batch), ``dropped`` (a dict: reason -> events; reasons are ``invalid_call``,
+            A :class:`serla.Stats` dict: ``queued`` (in the buffer), ``queued_bytes``, ``in_flight``,
+            ``pending`` (both), ``accepted``, ``sent`` (events the server confirmed), ``batches_sent``,
+            ``requests``, ``retried`` (resends of a batch), ``dropped`` (reason -> events: ``invalid_call``,
             ``queue_full``, ``rejected`` (400), ``too_large``, ``server_error``, ``shutdown``),
-            ``healthy`` (the last send succeeded) and ``last_error``.
+            ``healthy`` (the last send succeeded) and ``last_error``. After the first feature flag call,
+            ``flags`` too: requests, cache hits and misses, fallbacks by reason (see ``docs/flags.md``).
+            ``healthy`` (the last send succeeded), ``state`` (``up``, ``rate_limited``, ``paused``,
+            ``down``), ``last_error``, ``lanes`` (the error and LLM lanes' counters) and ``errors`` (error
+            reports before their lane: ``captured``, ``rate_limited``, ``duplicate``...). With
+            ``spool_dir``, ``spool`` too: spooled, sent from the spool, left on disk (see ``docs/spool.md``).
         """
         out = self._worker.stats()
         if self._invalid:
             out["dropped"]["invalid_call"] = self._invalid
+        if self._flags is not None:
+            out["flags"] = self._flags.stats()
+        # Error reports before the errors lane: captured, rate_limited, duplicate, dropped_by_hook...
+        out["errors"] = self._errors.stats() if self._errors is not None else {}
         return out
+
+    # -- feature flags (serla._flags; docs/flags.md) -----------------------------------------------------
+
+    def get_feature_flag(
+        self,
+        key: str,
+        fallback: Any = False,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> Any:
+        """A feature flag's value for a user: ``True``, ``False`` or the variant key. Never raises.
+
+        Evaluated by the server (``GET /api/v1/flags``) and cached per ``(distinct_id, properties)`` for
+        the server's ``max-age`` (30 s). A cached answer returns in microseconds; a miss waits at most
+        ``flags_timeout``. Any failure (network, timeout, 401, 402, 429, 5xx) returns ``fallback``; the
+        reason is counted in ``stats()["flags"]["fallbacks"]``.
+
+        Args:
+            key: The flag's key.
+            fallback: Returned when the server's answer is unavailable or has no such flag.
+            distinct_id: The user; ``None`` takes the context's (:func:`serla.set_distinct_id`). With
+                none at all, the fallback and a warning (once).
+            properties: Values for the flags' ``property_equals`` conditions.
+
+        Returns:
+            The value, or ``fallback``.
+        """
+        return self._flag_client().get_flag(key, fallback, distinct_id, properties)
+
+    def is_feature_enabled(
+        self,
+        key: str,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> bool:
+        """Whether a flag is on for the user (``True`` or any variant but ``""``/``"off"``); else False.
+
+        Same caching and failure handling as :meth:`get_feature_flag` (the fallback is ``False``).
+        """
+        return self._flag_client().is_enabled(key, distinct_id, properties)
+
+    def get_all_feature_flags(
+        self, *, distinct_id: Optional[str] = None, properties: Optional[Mapping[str, Any]] = None
+    ) -> dict[str, Any]:
+        """Every flag of the project for the user (key -> ``True``/``False``/variant), or ``{}`` on failure.
+
+        Same caching and failure handling as :meth:`get_feature_flag`. Sends no exposure events.
+        """
+        return self._flag_client().get_all(distinct_id, properties)
+
+    async def aget_feature_flag(
+        self,
+        key: str,
+        fallback: Any = False,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> Any:
+        """:meth:`get_feature_flag` for asyncio: a miss is awaited without blocking the event loop."""
+        return await self._flag_client().aget_flag(key, fallback, distinct_id, properties)
+
+    async def ais_feature_enabled(
+        self,
+        key: str,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> bool:
+        """:meth:`is_feature_enabled` for asyncio."""
+        return await self._flag_client().ais_enabled(key, distinct_id, properties)
+
+    async def aget_all_feature_flags(
+        self, *, distinct_id: Optional[str] = None, properties: Optional[Mapping[str, Any]] = None
+    ) -> dict[str, Any]:
+        """:meth:`get_all_feature_flags` for asyncio."""
+        return await self._flag_client().aget_all(distinct_id, properties)
+
+    def _flag_client(self) -> FlagClient:
+        """The client's :class:`serla._flags.FlagClient`, made on first use (``serla._flags`` loads then)."""
+        flags = self._flags
+        if flags is None:
+            with self._worker._lock:
+                flags = self._flags
+                if flags is None:
+                    flags = self._flags = _make_flag_client(self)
+        return flags
 
     @property
     def host(self) -> str:
@@ -508,23 +947,65 @@ class Serla:
         return False
 
 
-def _default_transport_factory(cfg: Config) -> Callable[[], Transport]:
-    """The production transport factory; ``serla._transport`` (and ``socket``) load on its first call.
+def _make_flag_client(client: Serla) -> FlagClient:
+    """The client's flag cache. It holds the client weakly: its threads must not keep a client alive."""
+    import weakref
 
-    The proxy is resolved here, once per client (the option, else the environment), so every transport
-    it makes (the flusher's, each ``identify()``'s, a forked child's) uses the same one.
+    from serla._flags import FlagClient, getter_factory
+
+    cfg = client._config
+    ref = weakref.ref(client)
+
+    def transport() -> Transport:
+        owner = ref()
+        if owner is None:
+            raise RuntimeError("the client was garbage-collected")
+        return owner._transport_factory()  # read at each call: serla.testing swaps it
+
+    def track(event: str, distinct_id: str, properties: dict[str, Any]) -> bool:
+        owner = ref()
+        return owner.track(event, distinct_id, properties) if owner is not None else False
+
+    flags = FlagClient(
+        getter_factory(transport, cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle),
+        flags_timeout=cfg.flags_timeout,
+        cache_size=cfg.flags_cache_size,
+        track=track,
+        send_events=cfg.send_flag_events,
+    )
+    if cfg.disabled:
+        flags.set_local({})  # a disabled client sends nothing: every flag call returns its fallback
+    if client._shut:
+        flags.close()
+    return flags
+
+
+def _default_transport_factory(cfg: Config) -> Callable[[], Transport]:
+    """The production transport factory; ``serla._transport`` (and ``http.client``) load on its first call.
+
+    Everything a connection needs is set up once per client and shared by every transport the factory
+    makes (the flusher's, each ``identify()``'s, a forked child's): the proxy, resolved here (the option,
+    else the environment), and the TLS context (``ssl.SSLContext``, with the CA store or ``ca_bundle``
+    loaded), made by the first https connection of any of them.
     """
+    from serla._lazy import IMPORT_LOCK
+    from serla._proxy import resolve_proxy
+
     proxy = None if cfg.disabled else resolve_proxy(cfg.proxy, cfg.host)
     if proxy is not None:
         if proxy.error is not None:
             log_warning("serla: %s. Until then every send fails and events wait in the queue", proxy.error)
         else:
             log_debug("serla: sending through the proxy %s (from %s)", proxy.url, proxy.source)
+    shared: dict[str, Any] = {}  # the client's one TlsContext (``dict.setdefault`` is atomic)
 
     def factory() -> Transport:
-        from serla._transport import HttpTransport
+        with IMPORT_LOCK:  # the network stack loads whole before any fork (see serla._lazy)
+            from serla._transport import HttpTransport, TlsContext, import_network_stack
 
-        return HttpTransport(cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle, proxy)
+            import_network_stack()
+        tls = shared.get("tls") or shared.setdefault("tls", TlsContext(cfg.ca_bundle))
+        return HttpTransport(cfg.host, cfg.api_key, cfg.timeout, proxy=proxy, tls=tls)
 
     return factory
 
@@ -567,6 +1048,16 @@ def _warn_exc(msg: str) -> None:
     log = serla_log()
     if log is not None:
         log.logger.warning(msg, exc_info=True)
+
+
+def _as_id(value: Any) -> str | None:
+    """An ``int`` or ``UUID`` user id as text; None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    uuid = sys.modules.get("uuid")
+    if uuid is not None and isinstance(value, uuid.UUID):
+        return str(value)
+    return None
 
 
 def _as_properties(value: Any) -> dict[str, Any] | None:

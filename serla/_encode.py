@@ -54,6 +54,9 @@ if TYPE_CHECKING:
     Timestamp = Union[_dt.datetime, _dt.date, str, int, float, None]
 
 MAX_DEPTH: Final = 32
+MAX_SAFE_INTEGER: Final = 2**53 - 1
+"""JavaScript's ``Number.MAX_SAFE_INTEGER``: the server reads numbers as doubles, so a larger int would be
+stored rounded; it goes out as a decimal string instead, so the stored value is exact."""
 """Containers nested deeper than this are replaced by ``"<max depth>"``."""
 
 MAX_EVENT_BYTES: Final = 1_000_000
@@ -219,12 +222,12 @@ def sanitize(value: Any, _depth: int = 0, _seen: frozenset[int] = frozenset()) -
             return _clean_str(str(value))
         if isinstance(value, int):
             value = int(value)
-            if value.bit_length() > 2000:  # may be past the int->str digit limit (sys.set_int_max_str_digits)
-                try:
-                    value.__repr__()
-                except ValueError:
-                    return None  # no JSON number can be written for it: like a non-finite float
-            return value
+            if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+                return value
+            try:  # beyond what a double holds exactly: a decimal string keeps every digit
+                return value.__repr__()
+            except ValueError:  # past the int->str digit limit (sys.set_int_max_str_digits)
+                return None  # no JSON number or string can be written for it: like a non-finite float
         if isinstance(value, float):
             return float(value) if _isfinite(value) else None
         if _depth >= MAX_DEPTH:
@@ -271,6 +274,26 @@ def _unprintable(value: Any) -> str:
         return "<unprintable>"
 
 
+_long_digits: Callable[[str], Any] | None = None  # compiled on first use: ``re`` is not imported eagerly
+
+
+def _fast_ok(text: str) -> bool:
+    """Whether the fast encoder's ``text`` is what :func:`sanitize` would make of the same value.
+
+    Three cheap checks in C: no escaped NUL, at most ``MAX_DEPTH`` brackets (so no deeper nesting), and
+    no run of 16 digits (so no int beyond ``MAX_SAFE_INTEGER``). A text that fails one (a string full of
+    braces, a 16-digit id) only takes the slow path, which gives the same JSON for such values.
+    """
+    global _long_digits
+    if "\\u0000" in text or text.count("{") + text.count("[") > MAX_DEPTH:
+        return False
+    if _long_digits is None:
+        import re
+
+        _long_digits = re.compile(r"\d{16}").search
+    return _long_digits(text) is None
+
+
 def encode(value: Any) -> bytes:
     """Encode ``value`` as compact UTF-8 JSON the server accepts; never raises.
 
@@ -282,7 +305,7 @@ def encode(value: Any) -> bytes:
     """
     try:
         text = _encode(value)
-        if "\\u0000" not in text:
+        if _fast_ok(text):
             return text.encode("utf-8")  # raises UnicodeEncodeError on a lone surrogate
     except Exception:
         pass
@@ -306,7 +329,7 @@ def encode_event(name: str, distinct_id: str, timestamp: str, properties: Any) -
             timestamp,
             _encode(properties),
         )
-        if "\\u0000" not in text:
+        if _fast_ok(text):
             return text.encode("utf-8")
     except Exception:
         pass

@@ -30,9 +30,12 @@ and is sent when ``batch_size`` events wait, when the oldest has waited ``flush_
 10 %, so that a fleet's interval flushes don't fire in step) or on ``flush()``. While the project is rate
 limited (a 429 with ``Retry-After``), requests carry up to 100 events, the server's cap, until the backlog
 is gone: the server's request budget, not the event count, is then the limit. The client also paces
-itself (an interval between requests that doubles on each 429 and shrinks on each success), so a fleet
-that shares the project's budget spreads its requests over the window instead of spending it in the first
-second and collecting 429s for the rest.
+itself: an interval from one request's start to the next, at least 0.6 s (100 a minute, a lone process
+gets the whole budget), doubled on each 429 and shrunk by 5 % on each success, with +-10 % jitter. A fleet
+that shares the project's budget so settles near its fair share and spreads its requests over the window,
+instead of spending the budget in the window's first seconds and collecting 429s for the rest; the first
+request after a 429 waits ``Retry-After`` plus a random part of the pace, so the fleet doesn't stampede
+when the window opens.
 
 This module is imported when a client is created; the retry policy (``serla._retry``) and the transport
 are imported by the flusher on its first send.
@@ -55,6 +58,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Final
 
     from serla._retry import Decision, RetryPolicy
+    from serla._stats import LaneStats, Stats
     from serla._transport import SendResult, Transport
 
 BATCH_PATH: Final = "/api/v1/events/batch"
@@ -182,7 +186,7 @@ class _Lane:
         self.hold_kind = ""
         self.disabled = ""  # the reason the lane is off, or ""
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> LaneStats:
         return {
             "queued": len(self.buffer) + (self.current is not None),
             "accepted": self.accepted,
@@ -291,6 +295,7 @@ class BatchWorker:
         self._hold_until = 0.0
         self._hold_kind = ""  # "backoff" (a flush may cut it short), "hold" (server-imposed) or "pace"
         self._pace = 0.0  # seconds between event requests while rate limited; 0: not paced
+        self._last_send_at = 0.0
         self._todo: collections.deque[_Batch] = collections.deque()  # the batch in flight, in parts
         self._whole: _Batch | None = None  # the batch the parts in _todo came from
         self._in_flight = 0
@@ -661,7 +666,8 @@ class BatchWorker:
             self._resolve(part, reason)
         with self._lock:
             left = self._pending
-            self._dropped[reason] += left if left > 0 else 0
+            if left > 0:
+                self._dropped[reason] += left
             self._pending = 0
             self._pending_bytes = 0
             self._buffer.clear()
@@ -690,7 +696,7 @@ class BatchWorker:
         pump = self._pump
         return self._pending + (pump.earlier_waiting() if pump is not None else 0)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Stats:
         """A snapshot of the counters (see ``Serla.stats``)."""
         pump = self._pump
         spool = pump.snapshot() if pump is not None else None
@@ -705,7 +711,7 @@ class BatchWorker:
                 state = "paused"
             else:
                 state = "up"
-            return {
+            out: Stats = {
                 "queued": len(self._buffer),
                 "queued_bytes": self._pending_bytes,
                 "in_flight": self._in_flight,
@@ -720,8 +726,10 @@ class BatchWorker:
                 "state": state,
                 "last_error": self._last_error,
                 "lanes": {name: s.stats() for name, s in self._lanes.items()},
-                "spool": spool,
             }
+        if spool is not None:
+            out["spool"] = spool
+        return out
 
     # -- the flusher -----------------------------------------------------------------------------------
 
@@ -938,6 +946,7 @@ class BatchWorker:
         if spooled and not self._pump.renew(whole):
             return  # another process took the batch over (our lease had expired): it sends it
         current.attempts += 1
+        self._last_send_at = self._clock()
         result = self._transport_now().post(BATCH_PATH, current.body(), {"X-Idempotency-Key": current.key})
         status = result.status
         if status is not None and 200 <= status < 300:  # the common case: one lock acquisition
@@ -983,8 +992,10 @@ class BatchWorker:
                 self._pace = 0.0  # the backlog is gone: back to batch_size and no pacing
                 self._hold_until, self._hold_kind = 0.0, ""
             else:
-                self._pace = max(self._policy.pace_min if self._policy else 0.0, self._pace * 0.9)
-                self._hold_until = self._clock() + self._pace * (0.5 + self._rng())
+                # Paced from one send's start to the next, so a lone process still gets the project's
+                # whole budget at pace_min (100 a minute); +-10 % jitter keeps a fleet's sends apart.
+                self._pace = max(self._policy.pace_min if self._policy else 0.0, self._pace * 0.95)
+                self._hold_until = self._last_send_at + self._pace * (0.9 + 0.2 * self._rng())
                 self._hold_kind = "pace"
         else:
             self._hold_until, self._hold_kind = 0.0, ""

@@ -176,3 +176,50 @@ def test_utcnow_uses_injected_clock_and_caches_the_second() -> None:
     assert now() == "2024-01-15T10:30:00.000Z"
     assert now() == "2024-01-15T10:30:00.999Z"
     assert now() == "2024-01-15T10:30:01.250Z"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (2**53 - 1, 2**53 - 1),
+        (-(2**53 - 1), -(2**53 - 1)),
+        (2**53, "9007199254740992"),
+        (2**53 + 1, "9007199254740993"),
+        (-(2**53) - 1, "-9007199254740993"),
+        (10**400 + 7, str(10**400 + 7)),
+        (1000000000000000, 1000000000000000),  # 16 digits but exact in a double: a number still
+    ],
+)
+def test_integers_beyond_a_double_go_out_as_exact_decimal_strings(value: int, expected: Any) -> None:
+    # The server parses numbers as doubles: 2**53 + 1 would be stored as 9007199254740992.
+    assert json.loads(encode({"n": value, "nested": [{"n": value}]})) == {
+        "n": expected,
+        "nested": [{"n": expected}],
+    }
+    from serla._encode import encode_event
+
+    event = json.loads(encode_event("e", "u", "2026-01-01T00:00:00.000Z", {"n": value}))
+    assert event["properties"] == {"n": expected}
+
+
+def test_a_plain_dict_deeper_than_32_levels_is_cut_on_the_fast_path_too() -> None:
+    from serla._encode import encode_event
+
+    deep: Any = "leaf"
+    for _ in range(41):
+        deep = {"d": deep}
+    props = json.loads(encode_event("e", "u", "2026-01-01T00:00:00.000Z", {"deep": deep}))["properties"]
+    depth = 0
+    node = props["deep"]
+    while isinstance(node, dict):
+        node = node["d"]
+        depth += 1
+    assert node == "<max depth>"
+    assert depth < 41
+
+
+def test_strings_full_of_braces_and_digits_are_sent_unchanged() -> None:
+    from serla._encode import encode_event
+
+    props = {"s": "{" * 50 + "[" * 50, "card": "4111111111111111", "n": 12}
+    assert json.loads(encode_event("e", "u", "2026-01-01T00:00:00.000Z", props))["properties"] == props

@@ -158,6 +158,8 @@ def test_three_workers_sharing_a_spool_lose_nothing_and_send_nothing_twice(
         while not log.lines.empty():
             log.seen.append(log.lines.get_nowait())
         conn = sqlite3.connect(spool_dir / FILE_NAME)
-        rows = conn.execute("SELECT id, key, events, lease_until, lease_owner, attempts FROM batches").fetchall()
+        rows = conn.execute(
+            "SELECT id, key, events, lease_until, lease_owner, attempts FROM batches"
+        ).fetchall()
         conn.close()
         pytest.fail(f"left on disk: {left} {rows}; log: {''.join(log.seen)}")

@@ -3,7 +3,7 @@
 ::
 
     serla dev [--port 8787] [--host 127.0.0.1] [--db serla-dev.db] [--no-dedupe] [--keep-rejected 100]
-              [--quiet] [--open]
+              [--flags flags.json] [--quiet] [--open]
 
 It is :class:`serla.devtools.server.SerlaServer` (the same request handling, validation and error bodies as
 the real Serla server, see ``SERLA_API.md``) with three additions:
@@ -13,7 +13,10 @@ the real Serla server, see ``SERLA_API.md``) with three additions:
 * deduplication by ``X-Idempotency-Key`` (on by default, unlike the real server, so an SDK retry does not
   count twice locally; ``--no-dedupe`` turns it off);
 * a web page at ``/`` and JSON endpoints under ``/api/dev/`` listing recent events, identified people and
-  the requests the server rejected, with the server's error details.
+  the requests the server rejected, with the server's error details;
+* feature flags for ``GET /api/v1/flags`` (the real evaluation, :mod:`serla.devtools.flags`), defined in a
+  JSON file (``--flags FILE``, re-read when it changes, written back by the page) or with the form at
+  ``/flags``.
 
 Only the standard library is used (``http.server`` through :mod:`serla.devtools.server`, and :mod:`sqlite3`).
 """
@@ -40,6 +43,8 @@ from typing import Any, Callable, Final, Optional, TextIO
 from urllib.parse import parse_qs, parse_qsl, urlencode
 
 from serla._version import __version__
+from serla.devtools.errors import register_dev
+from serla.devtools.flags import PAGE_PATH as FLAGS_PAGE
 from serla.devtools.server import (
     BATCH_PATH,
     EVENTS_PATH,
@@ -694,6 +699,13 @@ class DevServer(SerlaServer):
         self.add_route("GET", IDENTITIES_API, self._guard(self._identities_api))
         self.add_route("GET", REJECTED_API, self._guard(self._rejected_api))
         self.add_route("POST", CLEAR_API, self._guard(self._clear_api))
+        self.flags.install_page(self._guard)
+        self.errors = register_dev(self)  # issue 14: /api/v1/errors in SQLite, the /errors page
+        from serla.devtools.llm import LLM_API, LLM_PAGE, LlmEndpoint, SQLiteLlmStore
+
+        self.llm = LlmEndpoint(self, store=SQLiteLlmStore(store))  # LLM calls in the same file
+        self.add_route("GET", LLM_PAGE, self._guard(self.llm.page))
+        self.add_route("GET", LLM_API, self._guard(self.llm.api))
 
     @property
     def store(self) -> SQLiteStore:
@@ -722,7 +734,7 @@ class DevServer(SerlaServer):
             :class:`~serla.devtools.server.Fault` drops the connection
             (``serla dev`` itself injects none).
         """
-        dev_route = request.path == "/" or request.path.startswith(_DEV_PREFIX)
+        dev_route = request.path in ("/", FLAGS_PAGE) or request.path.startswith(_DEV_PREFIX)
         if not dev_route:
             self._dev_store.reset_duplicate_flag()
         response = super().handle(request)
@@ -848,6 +860,7 @@ class DevServer(SerlaServer):
         if CLEAR_HEADER.lower() not in request.headers:
             return _json_response(403, {"error": f"send the {CLEAR_HEADER} header to clear the database"})
         self.clear()
+        self.llm.clear()
         with self._dup_lock:
             self._duplicates = 0
         return _json_response(200, {"cleared": True})
@@ -913,6 +926,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"how many rejected requests to keep for the page (default: {DEFAULT_KEEP_REJECTED})",
     )
+    parser.add_argument(
+        "--flags",
+        metavar="FILE",
+        help="feature flags for GET /api/v1/flags: a JSON list of definitions, re-read when it changes; "
+        "the form at /flags writes to it (see serla.devtools.flags)",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="don't print a line per request")
     parser.add_argument("--open", action="store_true", help="open the page in a web browser")
     return parser
@@ -962,6 +981,12 @@ def run(
         server = DevServer(
             args.host, args.port, store=store, dedupe=args.dedupe, log=None if args.quiet else say
         )
+        if getattr(args, "flags", None):
+            try:
+                server.flags.load(args.flags, missing_ok=True)  # the form creates it
+            except (OSError, ValueError) as exc:
+                err.write(f"serla dev: cannot use --flags {args.flags}: {exc}\n")
+                return 2
         try:
             server.start()
         except OSError as exc:
@@ -1014,6 +1039,9 @@ def _banner(
     say(f"Serla dev server listening on {url} (Ctrl-C to stop)")
     say(f"  events page:  {url}/")
     say(f"  database:     {_describe_db(store.path)}{kept}")
+    flags = server.flags.definitions()
+    source = f"from {args.flags}" if getattr(args, "flags", None) else "in memory"
+    say(f"  flags:        {len(flags)} {source}; define them at {url}/flags")
     if args.dedupe:
         say("  dedupe:       on: a retry whose X-Idempotency-Key is stored is not stored again (--no-dedupe)")
     else:
@@ -1079,7 +1107,9 @@ article.rejected ul { margin: 0.3rem 0; padding-left: 1.2rem; }
 <body data-state="loading">
 <header>
 <h1>Serla dev server</h1>
+<a href="/errors">Errors</a> <a href="/llm">LLM calls</a>
 <span id="info">__INFO__</span>
+<a href="/flags">feature flags</a>
 <span id="status" class="muted">connecting...</span>
 </header>
 <form id="filters" autocomplete="off">

@@ -38,6 +38,7 @@ from typing import Any, Final, Protocol, Union, cast
 from urllib.parse import parse_qs, urlsplit
 
 from serla._version import __version__
+from serla.devtools.flags import FlagRoute
 
 __all__ = [
     "BATCH_PATH",
@@ -854,6 +855,7 @@ class SerlaServer:
         self._default_fault: Fault | None = None
         self._windows: dict[str, list[float]] = {}  # bucket -> [window start, count]
         self._routes: dict[tuple[str, str], RouteHandler] = {}
+        self.flags = FlagRoute(self)  # GET /api/v1/flags, with the real evaluation (serla.devtools.flags)
 
         self._lifecycle = threading.Lock()
         self._stopping = threading.Event()
@@ -864,6 +866,12 @@ class SerlaServer:
         self._wake_w: socket.socket | None = None
         self._conn_lock = threading.Lock()
         self._conns: dict[threading.Thread, socket.socket] = {}
+        from serla.devtools.errors import register as register_errors  # issue 14: POST /api/v1/errors
+
+        self.errors = register_errors(self)
+        from serla.devtools.llm import LlmEndpoint  # POST /api/v1/llm, as the real route
+
+        self.llm = LlmEndpoint(self)
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 

@@ -176,6 +176,20 @@ def _exception_properties(props: dict[str, Any], exc_info: Any, exc_text: Option
             props["exception.stacktrace"] = "".join(traceback.format_exception(etype, value, tb)).rstrip("\n")
 
 
+def _level_number(option: str, value: Any) -> Optional[int]:
+    """A logging level given as a number or a name, or None; ValueError/TypeError for anything else."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"SerlaHandler: {option} must be a logging level (int or name), not {value!r}")
+    if isinstance(value, int):
+        return value
+    number = logging.getLevelName(value.strip().upper())
+    if not isinstance(number, int):
+        raise ValueError(f"SerlaHandler: {option}={value!r} is not a logging level name")
+    return number
+
+
 def _inside_logging_configuration() -> bool:
     """True when this thread holds the ``logging`` module lock.
 
@@ -244,6 +258,13 @@ class SerlaHandler(logging.Handler):
         flush_timeout: The longest :meth:`flush` and :meth:`close` wait for delivery, in seconds.
             ``logging.shutdown()`` (at exit) calls both while holding the handler lock. ``0`` starts the
             delivery without waiting; ``None`` waits without bound.
+        errors_level: Records at or above this level (a number or a name such as ``"ERROR"``) that carry
+            ``exc_info`` (``logger.exception(...)``, ``exc_info=True``) are also reported to error tracking
+            (:meth:`serla.Serla.capture_exception`), whether or not they name an event. The report's
+            ``metadata`` holds the logger's name and the formatted message (unless ``include_message`` is
+            off); its level follows the record's. Each exception is reported once, whichever path sees it
+            first (this handler, ``capture_exception``, the uncaught-exception hooks). ``None`` (the
+            default): no error reports.
 
     Raises:
         ValueError: For a bad option, for ``client`` together with ``api_key``/``host``/``client_options``,
@@ -266,7 +287,10 @@ class SerlaHandler(logging.Handler):
         distinct_id_keys: Iterable[str] = DEFAULT_DISTINCT_ID_KEYS,
         include_message: bool = True,
         flush_timeout: Optional[float] = DEFAULT_FLUSH_TIMEOUT,
+        errors_level: int | str | None = None,
     ) -> None:
+        self._errors_level = _level_number("errors_level", errors_level)
+        self._errors_reported = 0
         self._all_records_as = _check_name("all_records_as", all_records_as)
         self._default_distinct_id = _check_name("default_distinct_id", default_distinct_id)
         self._event_keys = _check_keys("event_keys", event_keys)
@@ -362,9 +386,13 @@ class SerlaHandler(logging.Handler):
             (no default client and none configurable from the environment), ``queue_full`` (the client's
             queue was full: the handler never waits for room), ``rejected`` (the client refused the event;
             its own ``stats()`` says why), ``closed`` (after :meth:`close`) and ``error`` (see
-            ``handleError``).
+            ``handleError``). ``errors_reported`` (only with ``errors_level``): records queued as error
+            reports.
         """
-        return {"tracked": self._tracked, "dropped": dict(self._dropped)}
+        out: dict[str, Any] = {"tracked": self._tracked, "dropped": dict(self._dropped)}
+        if self._errors_level is not None:
+            out["errors_reported"] = self._errors_reported
+        return out
 
     def filter(self, record: logging.LogRecord) -> Any:
         """Drop the SDK's own records, run your filters, then keep the record only if it names an event.
@@ -386,6 +414,8 @@ class SerlaHandler(logging.Handler):
         if self._all_records_as is not None:
             return rv
         checked = rv if isinstance(rv, logging.LogRecord) else record
+        if self._errors_level is not None and self._wants_error(checked):
+            return rv
         return rv if self._event_name(checked) is not None else False
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -398,6 +428,8 @@ class SerlaHandler(logging.Handler):
             return
         guard.active = True
         try:
+            if self._errors_level is not None and self._wants_error(record):
+                self._report_error(record)
             self._track(record)
         except RecursionError:  # as the stdlib handlers do (bpo-36272)
             raise
@@ -487,6 +519,49 @@ class SerlaHandler(logging.Handler):
             )
         elif reason == "queue_full":
             warn_limited("logging_queue_full", "serla: log event dropped: the client's queue is full")
+
+    def _wants_error(self, record: logging.LogRecord) -> bool:
+        level = self._errors_level
+        exc_info = record.exc_info
+        return (
+            level is not None
+            and record.levelno >= level
+            and isinstance(exc_info, tuple)
+            and len(exc_info) == 3
+            and isinstance(exc_info[1], BaseException)
+        )
+
+    def _report_error(self, record: logging.LogRecord) -> None:
+        """Queue the record's exception as an error report (caller: ``emit``, under the handler lock)."""
+        if self._closed:
+            return
+        exc = record.exc_info[1]  # type: ignore[index]  # checked by _wants_error
+        client = self._client
+        if client is None:
+            client = _registry._default
+            if client is None:
+                client = _registry.get_default_client(create=True)
+                if client is None:
+                    self._drop("no_client")
+                    return
+        values = record.__dict__
+        distinct_id = None
+        for key in self._id_keys:
+            if key in values:
+                distinct_id = _as_id(values[key])
+                if distinct_id is not None:
+                    break
+        context: dict[str, Any] = {"mechanism": "logging", "logger": record.name}
+        if self._include_message:
+            context["log_message"] = record.getMessage()
+        capture = getattr(client, "_capture", None)
+        if capture is not None and capture(
+            exc,
+            distinct_id=distinct_id or get_distinct_id() or self._default_distinct_id,
+            level=record.levelno,
+            context=context,
+        ):
+            self._errors_reported += 1
 
     def _event_name(self, record: logging.LogRecord) -> Optional[str]:
         """The event a record names (see :data:`DEFAULT_EVENT_KEYS`), else ``all_records_as``."""

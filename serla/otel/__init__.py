@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 _EXTRA = 'pip install "serla-py[otel]"'
 
 try:
-    from serla.otel._decorator import tracked
+    from serla._tracked import tracked
     from serla.otel._export import (
         SerlaLogRecordExporter,
         SerlaLogRecordProcessor,

@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from serla._client import Serla
 from serla._log import logger
+from serla.otel._genai import for_translator
 from serla.otel._translate import AttributeFilter, LogTranslator, SpanSelector, SpanTranslator
 
 if TYPE_CHECKING:
@@ -64,6 +65,11 @@ class SerlaSpanProcessor(SpanProcessor):
         spans: Which whole spans also become an event named after the span: ``None`` (read
             ``SERLA_OTEL_SPANS``: comma-separated names or ``*``), ``False``, ``True`` (all), a collection
             of span names, or a ``ReadableSpan -> bool`` callable.
+        errors: Also report ``exception`` span events (``span.record_exception``, and exceptions leaving
+            ``start_as_current_span``) to error tracking, with the trace id, span id and span name in the
+            report's ``metadata`` (default ``False``). Independent of ``span_events``.
+        llm: Whether spans of model calls that carry the GenAI semantic conventions also become LLM
+            records (``client.track_llm``, see ``serla.otel._genai``). ``None`` reads ``SERLA_OTEL_LLM``.
 
     Raises:
         TypeError, ValueError: For a bad option (at construction only).
@@ -78,6 +84,8 @@ class SerlaSpanProcessor(SpanProcessor):
         span_attributes: AttributeFilter = True,
         span_events: bool = True,
         spans: SpanSelector = None,
+        errors: bool = False,
+        llm: Optional[bool] = None,
     ) -> None:
         self._translator = SpanTranslator(
             client,
@@ -87,8 +95,10 @@ class SerlaSpanProcessor(SpanProcessor):
             span_attributes=span_attributes,
             span_events=span_events,
             spans=spans,
+            errors=errors,
         )
         self._on_span = self._translator.on_span
+        self._genai = for_translator(self._translator, llm)
         self._shutdown = False
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -99,6 +109,11 @@ class SerlaSpanProcessor(SpanProcessor):
             self._on_span(span)
         except Exception:
             logger.warning("serla: translating a span failed; its events are dropped", exc_info=True)
+        if self._genai is not None:
+            try:
+                self._genai.on_span(span)
+            except Exception:
+                logger.warning("serla: recording a GenAI span failed", exc_info=True)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Deliver everything tracked so far (``client.flush``); False on timeout or loss."""
@@ -206,6 +221,7 @@ class SerlaSpanExporter(SpanExporter):
         span_attributes: See :class:`SerlaSpanProcessor`.
         span_events: See :class:`SerlaSpanProcessor`.
         spans: See :class:`SerlaSpanProcessor`.
+        llm: See :class:`SerlaSpanProcessor` (``SERLA_OTEL_LLM=1`` turns it on under auto-configuration).
     """
 
     def __init__(
@@ -217,6 +233,7 @@ class SerlaSpanExporter(SpanExporter):
         span_attributes: AttributeFilter = True,
         span_events: bool = True,
         spans: SpanSelector = None,
+        llm: Optional[bool] = None,
     ) -> None:
         self._translator = SpanTranslator(
             client,
@@ -227,6 +244,7 @@ class SerlaSpanExporter(SpanExporter):
             span_events=span_events,
             spans=spans,
         )
+        self._genai = for_translator(self._translator, llm)
         self._shutdown = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -234,10 +252,13 @@ class SerlaSpanExporter(SpanExporter):
         if self._shutdown:
             return SpanExportResult.FAILURE
         on_span = self._translator.on_span
+        genai = self._genai
         ok = True
         for span in spans:
             try:
                 on_span(span)
+                if genai is not None:
+                    genai.on_span(span)
             except Exception:
                 ok = False
                 logger.warning("serla: translating a span failed; its events are dropped", exc_info=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Collection, Mapping
@@ -65,6 +66,19 @@ SpanSelector = Union[None, bool, Collection[str], Callable[[Any], bool]]
 _STATUS_NAMES: Final = {0: "unset", 1: "ok", 2: "error"}
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 _MISSING: Final = object()
+
+
+def _type_name(cls: type) -> str:
+    """The name OpenTelemetry's ``record_exception`` gives an exception type."""
+    module, qualname = cls.__module__, cls.__qualname__
+    return f"{module}.{qualname}" if module and module != "builtins" else qualname
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
 
 
 class _Guard(threading.local):
@@ -355,6 +369,8 @@ class SpanTranslator(_Base):
         span_events: Whether span events become events.
         spans: Which whole spans become events (see :data:`SpanSelector`). ``None`` reads
             ``SERLA_OTEL_SPANS`` (comma-separated span names, or ``*`` for all).
+        errors: Whether ``exception`` span events also become error reports (see
+            :meth:`_report_exception`).
     """
 
     def __init__(
@@ -367,6 +383,7 @@ class SpanTranslator(_Base):
         span_attributes: AttributeFilter = True,
         span_events: bool = True,
         spans: SpanSelector = None,
+        errors: bool = False,
     ) -> None:
         super().__init__(
             client,
@@ -374,6 +391,9 @@ class SpanTranslator(_Base):
             fallback_distinct_id=fallback_distinct_id,
             wait_for_room=wait_for_room,
         )
+        if not isinstance(errors, bool):
+            raise TypeError("serla.otel: errors must be a bool")
+        self._errors = errors
         self._attr_all = span_attributes is True
         self._attr_none = span_attributes is False
         self._attr_keep: Callable[[str], bool] | None = None
@@ -412,7 +432,7 @@ class SpanTranslator(_Base):
             raise TypeError(
                 "serla.otel: spans must be None, a bool, a collection of span names or a callable"
             )
-        self._idle = not self._span_events and not self._all_spans and self._span_pick is None
+        self._idle = not self._span_events and not self._all_spans and self._span_pick is None and not errors
         self._trace: tuple[int, str] = (-1, "")  # (the last trace id, its hex)
 
     def on_span(self, span: Any) -> None:
@@ -426,14 +446,14 @@ class SpanTranslator(_Base):
             ctx = span._context
             if ctx is None or not ctx.trace_flags & 1:
                 return
-            events: Any = span._events if self._span_events else ()
+            events: Any = span._events if self._span_events or self._errors else ()
             if type(events) is BoundedList:
                 events = events._dq  # type: ignore[attr-defined]  # ended: nothing appends any more
         else:
             ctx = span.context
             if ctx is None or not ctx.trace_flags.sampled:
                 return
-            events = span.events if self._span_events else ()
+            events = span.events if self._span_events or self._errors else ()
         pick = self._span_pick
         whole = self._all_spans or (pick is not None and pick(span))
         if not events and not whole:
@@ -478,6 +498,10 @@ class SpanTranslator(_Base):
                     ev_attrs = event.attributes
                     ns = event.timestamp
                 ev_attrs = _plain(ev_attrs)
+                if name == "exception" and self._errors:
+                    self._report_exception(client, ev_attrs, span_attrs, ctx, span_name, resource)
+                if not self._span_events:
+                    continue
                 distinct_id = None
                 if ev_attrs:
                     if TRACKED_MARKER in ev_attrs:
@@ -513,6 +537,69 @@ class SpanTranslator(_Base):
         finally:
             if guarded:
                 GUARD.busy = False
+
+    def _report_exception(
+        self,
+        client: Serla,
+        ev_attrs: Mapping[str, Any],
+        span_attrs: Mapping[str, Any],
+        ctx: Any,
+        span_name: str,
+        resource: Any,
+    ) -> None:
+        """Report an ``exception`` span event to error tracking (``errors=True``), with the trace in metadata.
+
+        When the span ends while its exception is still in flight (``start_as_current_span`` records it,
+        then ends the span, then re-raises), that exception object is reported: the same report as
+        ``capture_exception`` (frames, chains, in-app by module), and it is not reported twice if a hook
+        or the logging handler sees it later. Otherwise the report is built from the event's
+        ``exception.type``, ``exception.message`` and ``exception.stacktrace`` (in-app by path only).
+        """
+        capture = getattr(client, "_capture", None)
+        if capture is None:
+            return
+        trace_hex, span_hex, service = self._ids(ctx, resource)
+        context: dict[str, Any] = {
+            "mechanism": "opentelemetry",
+            "trace_id": trace_hex,
+            "span_id": span_hex,
+            "span_name": span_name,
+        }
+        if service is not None:
+            context["service.name"] = service
+        distinct_id = _id_from(ev_attrs, self._keys) if ev_attrs else None
+        if distinct_id is None and span_attrs:
+            distinct_id = _id_from(span_attrs, self._keys)
+        etype = ev_attrs.get("exception.type")
+        message = ev_attrs.get("exception.message")
+        live = sys.exc_info()[1]
+        if live is not None and etype == _type_name(type(live)) and message == _safe_str(live):
+            capture(live, distinct_id=distinct_id, context=context)
+            return
+        from serla._errors import build_report_from_text
+
+        reporter = client._error_reporter()
+        report = build_report_from_text(
+            _safe_str(etype or "Exception"),
+            _safe_str(message or ""),
+            ev_attrs.get("exception.stacktrace")
+            if isinstance(ev_attrs.get("exception.stacktrace"), str)
+            else None,
+            reporter.rules,
+            reporter.allow,
+        )
+        if report is None:  # rate-limited (counted)
+            return
+        client._queue_report(
+            reporter,
+            report,
+            exc=None,
+            distinct_id=distinct_id,
+            level="error",
+            context=context,
+            release=None,
+            environment=None,
+        )
 
     def _ids(self, ctx: Any, resource: Any) -> tuple[str, str, Any]:
         """The span's trace and span ids in hex, and its resource's ``service.name`` (cached)."""

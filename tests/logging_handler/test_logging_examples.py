@@ -140,14 +140,14 @@ def test_exit_ordering_a_record_logged_after_the_clients_exit_hook_still_arrives
 
 def documented_example() -> tuple[str, dict[str, object], str]:
     """The handler's worked example in the README: its code, the JSON shown for it, and the README's text."""
-    for doc in (ROOT / "README.md",):
+    for doc in (ROOT / "docs" / "logging.md",):
         text = doc.read_text(encoding="utf-8")
         for found in re.finditer(
             r"```python\n((?:(?!```).)*)```\s*arrives as\s*```json\n(.*?)```", text, re.S
         ):
             if "SerlaHandler(serla)" in found.group(1):
                 return found.group(1), json.loads(found.group(2)), text
-    pytest.fail("the documented SerlaHandler example is not in README.md")
+    pytest.fail("the documented SerlaHandler example is not in docs/logging.md")
 
 
 def test_the_documented_example_arrives_as_shown(server: SerlaServer) -> None:

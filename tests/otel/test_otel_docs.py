@@ -16,13 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def otel_docs() -> str:
-    """The README's OpenTelemetry section (from its heading to the next top-level section)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = text.find("\n## OpenTelemetry\n")
-    assert start >= 0, "README.md has no OpenTelemetry section"
-    end = text.find("\n## ", start + 1)
-    section = text[start : end if end >= 0 else len(text)]
-    assert "### The mapping" in section and "SerlaSpanProcessor" in section
+    """docs/opentelemetry.md."""
+    section = (ROOT / "docs" / "opentelemetry.md").read_text(encoding="utf-8")
+    assert "## The mapping" in section and "SerlaSpanProcessor" in section
     return section
 
 

@@ -1,4 +1,8 @@
-"""``@tracked``: track each call of a function, method, classmethod, staticmethod or async function."""
+"""``@tracked``: track each call of a function, method, classmethod, staticmethod or async function.
+
+``from serla import tracked`` needs only ``wrapt`` (``pip install "serla-py[tracked]"``), not OpenTelemetry;
+``serla.otel.tracked`` is the same function, kept for code written against 0.2.
+"""
 
 from __future__ import annotations
 
@@ -67,11 +71,11 @@ def tracked(
     if callable(event) and not isinstance(event, str):
         return tracked()(event)
     if event is not None and (not isinstance(event, str) or not event):
-        raise TypeError("serla.otel.tracked: event must be a non-empty string")
+        raise TypeError("serla.tracked: event must be a non-empty string")
     if distinct_id is not None and not isinstance(distinct_id, str) and not callable(distinct_id):
-        raise TypeError("serla.otel.tracked: distinct_id must be a string, a callable or None")
+        raise TypeError("serla.tracked: distinct_id must be a string, a callable or None")
     if properties is not None and not isinstance(properties, Mapping):
-        raise TypeError("serla.otel.tracked: properties must be a mapping")
+        raise TypeError("serla.tracked: properties must be a mapping")
     fixed = dict(properties or {})
 
     def emit(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], start: float, error: Any) -> None:
