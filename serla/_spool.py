@@ -60,7 +60,6 @@ DEFAULT_LEASE_SECONDS: Final = 60.0
 DEFAULT_BUSY_TIMEOUT: Final = 2.0
 """How long an operation waits for another process's write lock before the spool is given up."""
 
-LANES: Final = ("events", "errors", "llm")
 _WAL_LIMIT: Final = 4 * 1024 * 1024
 
 # A forked child's copies of the parent's connections: never closed (see ``Spool.after_fork``).
@@ -455,27 +454,6 @@ class Spool:
             " WHERE id = ? AND lease_owner = ?",
             (pack(items), len(items), sum(map(len, items)), batch.id, self._owner),
         )
-
-    def present(self, ids: list[int]) -> set[int]:
-        """Which of these row ids are still in the spool.
-
-        Raises:
-            SpoolUnavailable: If the spool can't be read.
-        """
-        if not ids:
-            return set()
-        out: set[int] = set()
-        with self._lock:
-            conn = self._connection()
-            try:
-                for start in range(0, len(ids), 500):
-                    chunk = ids[start : start + 500]
-                    marks = ",".join("?" * len(chunk))
-                    rows = conn.execute(f"SELECT id FROM batches WHERE id IN ({marks})", chunk).fetchall()
-                    out.update(row[0] for row in rows)
-            except (sqlite3.Error, OSError) as exc:
-                raise classify(exc) from None
-        return out
 
     def row_ids(self, lane: str) -> dict[int, int]:
         """Row id -> events, for this host and key's batches in ``lane`` (leased or not).

@@ -512,3 +512,48 @@ def test_a_file_size_limit(tmp_path: Path) -> None:
     assert 0 < int(written) < 1000 * 4000
     spool = Spool(tmp_path, HOST, KEY)
     assert spool.waiting() == int(written), "every batch committed before the limit is there"
+
+
+def test_extend_row_grows_a_free_batch_only(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, HOST, KEY, max_bytes=10_000)
+    assert spool.append("events", "k", [b"a"]) == 1
+    assert spool.extend_row("events", "k", [b"b", b"c"], max_events=3, max_bytes=1000)
+    assert not spool.extend_row("events", "k", [b"d"], max_events=3, max_bytes=1000), "3 events at most"
+    assert not spool.extend_row("events", "nope", [b"d"], max_events=10, max_bytes=1000), "no such batch"
+    (batch,) = spool.lease("events")
+    assert batch.items == [b"a", b"b", b"c"] and batch.key == "k"
+    assert not spool.extend_row("events", "k", [b"d"], max_events=10, max_bytes=1000), "leased: not grown"
+    spool.park(batch)
+    assert not spool.extend_row("events", "k", [b"d"], max_events=10, max_bytes=1000), "parked: not grown"
+    other = Spool(tmp_path, HOST, KEY)
+    assert not other.extend_row("events", "k", [b"d"], max_events=10, max_bytes=1000)
+    assert not spool.extend_row("events", "k", [b"x" * 20_000], max_events=10, max_bytes=10**6)
+
+
+def test_park_lets_another_process_take_the_batch_and_reacquire_notices(tmp_path: Path) -> None:
+    holder = Spool(tmp_path, HOST, KEY)
+    other = Spool(tmp_path, HOST, KEY)
+    fill(holder, 1)
+    (batch,) = holder.lease("events")
+    assert other.lease("events") == []
+    holder.park(batch)  # waiting out a backoff: anyone may take it meanwhile
+    assert holder.reacquire(batch), "nobody took it: the holder takes it back"
+    assert other.lease("events") == []
+    holder.park(batch)
+    (taken,) = other.lease("events")
+    assert taken.key == batch.key
+    assert not holder.reacquire(batch), "another process holds it now"
+    other.ack(taken)
+    assert not holder.reacquire(batch), "gone: delivered by the other process"
+
+
+def test_replace_keeps_the_rest_of_a_partly_delivered_batch(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, HOST, KEY)
+    spool.append("events", "k", [b"1", b"2", b"3", b"4"])
+    (batch,) = spool.lease("events")
+    spool.replace(batch, [b"3", b"4"])
+    (rest,) = spool.lease("events")
+    assert rest.items == [b"3", b"4"] and rest.key == "k"
+    assert spool.size() == 2
+    spool.replace(rest, [])
+    assert spool.waiting() == 0
