@@ -75,6 +75,7 @@ EVENTS_API: Final = "/api/dev/events"
 IDENTITIES_API: Final = "/api/dev/identities"
 REJECTED_API: Final = "/api/dev/rejected"
 CLEAR_API: Final = "/api/dev/clear"
+SESSIONS_API: Final = "/api/dev/sessions"
 CLEAR_HEADER: Final = "X-Serla-Dev"
 """``POST /api/dev/clear`` needs this header (any value): a cross-site form or ``fetch`` can't send it."""
 
@@ -475,6 +476,74 @@ class SQLiteStore:
             )
         return out, int(matching)
 
+    def sessions(self, *, limit: int = 50, scan: int = 2000) -> dict[str, Any]:
+        """Group the newest ``scan`` events by the session id the client sent, and by ``$groups``.
+
+        Events sent without a ``sessionId`` are only counted (``withoutSession``): the real server makes
+        one session of each.
+
+        Returns:
+            ``{"sessions": [...], "groups": [...], "withoutSession": n, "scanned": n}``. Each session (the
+            most recently active first, at most ``limit``) has ``sessionId``, ``events``, ``names`` (the
+            first 20, in order), ``distinctIds``, ``groups`` (``{type: [ids]}``), ``firstReceivedAt`` and
+            ``lastReceivedAt``; each group ``type``, ``id``, ``events``, ``distinctIds`` and
+            ``lastReceivedAt``.
+        """
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT data, received_at, session_id FROM events ORDER BY seq DESC LIMIT ?", [scan]
+            ).fetchall()
+        sessions: dict[str, dict[str, Any]] = {}
+        groups: dict[tuple[str, str], dict[str, Any]] = {}
+        without = 0
+        for order, (text, received_at, session_id) in enumerate(reversed(rows)):  # oldest first
+            data = json.loads(text)
+            props = data.get("properties")
+            pairs = props.get("$groups") if isinstance(props, dict) else None
+            pairs = {str(k): str(v) for k, v in pairs.items()} if isinstance(pairs, dict) else {}
+            user = data.get("distinctId") if isinstance(data.get("distinctId"), str) else None
+            for pair in pairs.items():
+                group = groups.setdefault(pair, {"type": pair[0], "id": pair[1], "events": 0, "users": set()})
+                group["events"] += 1
+                group["lastReceivedAt"] = received_at
+                group["order"] = order
+                if user is not None:
+                    group["users"].add(user)
+            if "sessionId" not in data:
+                without += 1
+                continue
+            session = sessions.pop(session_id, None) or {
+                "sessionId": session_id,
+                "events": 0,
+                "names": [],
+                "users": set(),
+                "groups": {},
+                "firstReceivedAt": received_at,
+            }
+            sessions[session_id] = session  # re-inserted: the dict stays ordered by last activity
+            session["events"] += 1
+            session["lastReceivedAt"] = received_at
+            if len(session["names"]) < 20:
+                session["names"].append(data.get("name"))
+            if user is not None:
+                session["users"].add(user)
+            for key, value in pairs.items():
+                ids = session["groups"].setdefault(key, [])
+                if value not in ids:
+                    ids.append(value)
+        out = []
+        for session in list(reversed(sessions.values()))[:limit]:
+            session["distinctIds"] = sorted(session.pop("users"))
+            session["firstReceivedAt"] = _iso(session["firstReceivedAt"])
+            session["lastReceivedAt"] = _iso(session["lastReceivedAt"])
+            out.append(session)
+        group_list = sorted(groups.values(), key=lambda g: -g["order"])[:limit]  # most recently active first
+        for group in group_list:
+            del group["order"]
+            group["distinctIds"] = sorted(group.pop("users"))
+            group["lastReceivedAt"] = _iso(group["lastReceivedAt"])
+        return {"sessions": out, "groups": group_list, "withoutSession": without, "scanned": len(rows)}
+
     def people(self, *, distinct_id: str | None = None, limit: int = 100) -> tuple[list[dict[str, Any]], int]:
         """Return identified people, most recently updated first.
 
@@ -661,6 +730,7 @@ class DevServer(SerlaServer):
     * ``GET /api/dev/events?name=&distinct_id=&limit=``: recent events, newest first;
     * ``GET /api/dev/identities?distinct_id=&limit=``: identified people;
     * ``GET /api/dev/rejected?limit=``: requests the server refused, with its error details;
+    * ``GET /api/dev/sessions?limit=``: the newest events grouped by session id and by ``$groups``;
     * ``POST /api/dev/clear`` (with an ``X-Serla-Dev`` header): forget everything.
 
     The ``/`` and ``/api/dev/`` routes send no CORS headers, and when the server listens on a loopback
@@ -699,6 +769,7 @@ class DevServer(SerlaServer):
         self.add_route("GET", IDENTITIES_API, self._guard(self._identities_api))
         self.add_route("GET", REJECTED_API, self._guard(self._rejected_api))
         self.add_route("POST", CLEAR_API, self._guard(self._clear_api))
+        self.add_route("GET", SESSIONS_API, self._guard(self._sessions_api))
         self.flags.install_page(self._guard)
         self.errors = register_dev(self)  # issue 14: /api/v1/errors in SQLite, the /errors page
         from serla.devtools.llm import LLM_API, LLM_PAGE, LlmEndpoint, SQLiteLlmStore
@@ -851,6 +922,9 @@ class DevServer(SerlaServer):
             distinct_id=params.get("distinct_id") or None, limit=_limit(params, 100)
         )
         return _json_response(200, {"identities": people, "total": total})
+
+    def _sessions_api(self, request: RecordedRequest) -> Response:
+        return _json_response(200, self._dev_store.sessions(limit=_limit(_params(request), 50)))
 
     def _rejected_api(self, request: RecordedRequest) -> Response:
         rejected, total = self._dev_store.rejected(limit=_limit(_params(request), 100))
@@ -1137,6 +1211,22 @@ Clear database</button>
 No events yet. Point your app at this server and track something.</p>
 </section>
 
+<section id="sessions-section">
+<h2>Sessions <span id="sessions-count" class="muted"></span></h2>
+<p class="muted">Events grouped by the <code>sessionId</code> your app sent (a request, or the browser's
+session via <code>X-Serla-Session-Id</code>). <span id="without-session"></span></p>
+<table>
+<thead><tr><th>Session</th><th>distinctId</th><th>Events</th><th>Names</th><th>Groups</th>
+<th>Last event</th></tr></thead>
+<tbody id="sessions-body"></tbody>
+</table>
+<h2>Groups <span id="groups-count" class="muted"></span></h2>
+<table>
+<thead><tr><th>Type</th><th>Id</th><th>Events</th><th>distinctId</th><th>Last event</th></tr></thead>
+<tbody id="groups-body"></tbody>
+</table>
+</section>
+
 <section id="rejected-section">
 <h2>Rejected requests <span id="rejected-count" class="muted"></span></h2>
 <p class="muted">Requests this server refused. The real Serla server refuses them the same way.</p>
@@ -1160,7 +1250,7 @@ No events yet. Point your app at this server and track something.</p>
   nameInput.value = query.get("name") || "";
   idInput.value = query.get("distinct_id") || "";
   if (["50", "100", "500", "1000"].includes(query.get("limit"))) limitInput.value = query.get("limit");
-  let shown = { events: "", rejected: "", people: "" };
+  let shown = { events: "", rejected: "", people: "", sessions: "" };
   let timer = null;
 
   function node(tag, cls, text) {
@@ -1306,18 +1396,54 @@ No events yet. Point your app at this server and track something.</p>
     $("people-body").replaceChildren(rows);
   }
 
+  function renderSessions(data) {
+    const key = JSON.stringify(data);
+    if (key === shown.sessions) return;
+    shown.sessions = key;
+    $("sessions-count").textContent = "(" + data.sessions.length + ")";
+    $("groups-count").textContent = "(" + data.groups.length + ")";
+    $("without-session").textContent = data.withoutSession
+      ? data.withoutSession + " of the last " + data.scanned + " events came without one (one session each)."
+      : "";
+    const rows = document.createDocumentFragment();
+    for (const s of data.sessions) {
+      const tr = node("tr", "session");
+      cell(tr, "mono", node("span", "", s.sessionId));
+      cell(tr, "distinct-id", node("span", "", s.distinctIds.join(", ")));
+      cell(tr, "mono", node("span", "", String(s.events)));
+      cell(tr, "", node("span", "", s.names.join(" → ")));
+      cell(tr, "properties", node("pre", "", pretty(s.groups)));
+      cell(tr, "mono", localTime(s.lastReceivedAt));
+      rows.append(tr);
+    }
+    $("sessions-body").replaceChildren(rows);
+    const groups = document.createDocumentFragment();
+    for (const g of data.groups) {
+      const tr = node("tr", "group");
+      cell(tr, "", node("span", "", g.type));
+      cell(tr, "mono", node("span", "", g.id));
+      cell(tr, "mono", node("span", "", String(g.events)));
+      cell(tr, "distinct-id", node("span", "", g.distinctIds.join(", ")));
+      cell(tr, "mono", localTime(g.lastReceivedAt));
+      groups.append(tr);
+    }
+    $("groups-body").replaceChildren(groups);
+  }
+
   async function refresh() {
     const params = filterParams();
     if (!params.has("limit")) params.set("limit", limitInput.value);
     try {
-      const [events, rejected, people] = await Promise.all([
+      const [events, rejected, people, sessions] = await Promise.all([
         getJSON("/api/dev/events", params),
         getJSON("/api/dev/rejected", new URLSearchParams({ limit: "50" })),
         getJSON("/api/dev/identities", new URLSearchParams({ limit: "100" })),
+        getJSON("/api/dev/sessions", new URLSearchParams({ limit: "50" })),
       ]);
       renderEvents(events);
       renderRejected(rejected);
       renderPeople(people);
+      renderSessions(sessions);
       $("status").className = "up";
       const mode = live.checked ? "live" : "paused";
       $("status").textContent = mode + " · updated " + new Date().toLocaleTimeString();
