@@ -6,6 +6,8 @@
     serla identify ID [--prop KEY=VALUE ...] [--json-props JSON]
     serla dev [--port 8787] [--db serla-dev.db] ...   # a local server with a live page (serla dev --help)
     serla demo                                # start a local server, send demo events, open the page
+    serla spool status [--dir DIR] [--json]   # what waits in a spool directory (see docs/spool.md)
+    serla spool send [--dir DIR] [--timeout S]  # deliver what waits there for this host and key
     python -m serla ...                       # the same
 
 ``track`` and ``identify`` read ``SERLA_API_KEY`` and ``SERLA_HOST`` (``--api-key`` and ``--host`` win),
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the ``serla`` argument parser.
 
     Returns:
-        The parser, with the ``track``, ``identify``, ``dev`` and ``demo`` subcommands.
+        The parser, with the ``track``, ``identify``, ``spool``, ``dev`` and ``demo`` subcommands.
     """
     parser = argparse.ArgumentParser(
         prog="serla",
@@ -124,6 +126,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Set properties on a person (merged into the ones the server has).",
     )
     identify.add_argument("distinct_id", metavar="ID", help="the person's distinct ID")
+
+    spool = sub.add_parser(
+        "spool",
+        help="show or send what waits in a durable spool (Serla(spool_dir=...))",
+        description="Show or deliver the events waiting in a spool directory.",
+    )
+    spool_sub = spool.add_subparsers(dest="spool_command", metavar="ACTION")
+    spool_sub.required = True
+    dir_opt = argparse.ArgumentParser(add_help=False)
+    dir_opt.add_argument("--dir", metavar="DIR", help="the spool directory (default: $SERLA_SPOOL_DIR)")
+    status = spool_sub.add_parser(
+        "status",
+        parents=[dir_opt],
+        help="events waiting per host and key",
+        description="List the events waiting in the spool, per host, API key (shown as a hint) and lane.",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    spool_sub.add_parser(
+        "send",
+        parents=[dir_opt, conn],
+        help="deliver what waits for this host and key now",
+        description="Deliver the events waiting for this host and API key (rows of others stay). "
+        "Exit 0 when none is left, 1 otherwise.",
+    )
 
     # ``dev`` and ``demo`` parse their own options (``serla dev --help``); listed here for ``serla --help``.
     sub.add_parser("dev", help="run a local Serla server with a live page of events", add_help=False)
@@ -293,6 +319,113 @@ def _cmd_identify(args: argparse.Namespace, err: TextIO) -> int:
     return EXIT_FAILED
 
 
+# -- spool -----------------------------------------------------------------------------------------------
+
+
+def _spool_dir(args: argparse.Namespace) -> str:
+    directory = args.dir or os.environ.get("SERLA_SPOOL_DIR", "")
+    if not directory:
+        raise UsageError("no spool directory: pass --dir or set SERLA_SPOOL_DIR")
+    return str(directory)
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024 or unit == "MiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _cmd_spool_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import time
+
+    from serla._spool import FILE_NAME, Spool, SpoolUnavailable
+
+    directory = _spool_dir(args)
+    rows: list[dict[str, Any]] = []
+    if os.path.exists(os.path.join(directory, FILE_NAME)):  # status never creates a spool
+        try:
+            spool = Spool(directory)
+            try:
+                rows = spool.status()
+            finally:
+                spool.close()
+        except SpoolUnavailable as exc:
+            err.write(f"serla spool: {directory}: {exc}\n")
+            return EXIT_FAILED
+    if args.json:
+        out.write(json.dumps({"dir": directory, "waiting": rows}, indent=2) + "\n")
+        return EXIT_OK
+    if not rows:
+        out.write(f"{directory}: nothing waiting\n")
+        return EXIT_OK
+    now = time.time()
+    table = [("HOST", "KEY", "LANE", "EVENTS", "LEASED", "OLDEST", "SIZE")]
+    for row in rows:
+        oldest = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["oldest"]))
+        age = max(0, int(now - row["oldest"]))
+        table.append(
+            (
+                row["host"],
+                row["key"],
+                row["lane"],
+                str(row["events"]),
+                str(row["leased"]),
+                f"{oldest} ({age} s ago)",
+                _human_bytes(row["bytes"]),
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() + "\n")
+    total = sum(row["events"] for row in rows)
+    out.write(f"{total} events waiting in {directory}\n")
+    return EXIT_OK
+
+
+def _cmd_spool_send(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from serla._client import Serla
+    from serla._config import DEFAULT_HOST
+
+    directory = _spool_dir(args)
+    api_key = args.api_key or os.environ.get("SERLA_API_KEY", "")
+    host = args.host or os.environ.get("SERLA_HOST") or DEFAULT_HOST
+    if not api_key:
+        raise UsageError("no API key: set SERLA_API_KEY or pass --api-key")
+    try:
+        client = Serla(
+            api_key,
+            host=host,
+            debug=args.debug,
+            flush_on_exit=False,
+            timeout=min(args.timeout, 30.0),
+            batch_size=100,
+            spool_dir=directory,
+        )
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    with _collect_warnings() as warnings:
+        try:
+            delivered = client.shutdown(timeout=args.timeout)
+        finally:
+            client.shutdown(timeout=0)
+        stats = client.stats()
+    spool_stats: dict[str, Any] = dict(stats.get("spool") or {})
+    if spool_stats.get("error"):
+        err.write(f"serla spool send: the spool in {directory} can't be used: {spool_stats['error']}\n")
+        return EXIT_FAILED
+    sent = spool_stats.get("sent_from_spool", 0)
+    left = spool_stats.get("waiting", 0)
+    out.write(f"{sent} events sent from {directory} to {client.host}; {left} left\n")
+    if delivered and not left:
+        return EXIT_OK
+    reason = stats.get("last_error") or _last(warnings.messages) or "not finished"
+    err.write(f"serla spool send: {left} events still waiting after {args.timeout:g} s: {reason}\n")
+    return EXIT_FAILED
+
+
 # -- entry point -----------------------------------------------------------------------------------------
 
 
@@ -320,6 +453,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _cmd_track(args, err)
         if args.command == "identify":
             return _cmd_identify(args, err)
+        if args.command == "spool":
+            if args.spool_command == "status":
+                return _cmd_spool_status(args, sys.stdout, err)
+            return _cmd_spool_send(args, sys.stdout, err)
     except UsageError as exc:
         err.write(f"serla {args.command}: {exc}\n")
         return EXIT_USAGE

@@ -8,6 +8,7 @@ from _collections_abc import Iterable, Mapping
 from serla._config import (
     DEFAULT_HOST,
     DEFAULT_MAX_BUFFER_BYTES,
+    DEFAULT_SPOOL_MAX_BYTES,
     Config,
     add_null_handler,
     env_disabled,
@@ -147,6 +148,14 @@ class Serla:
         before_send_llm: Called with every LLM record (a dict with the wire's camelCase keys) on the
             caller's thread before it is queued; return the record (changed or not) or ``None`` to drop
             it. What it returns is checked again; if it raises, the record is dropped.
+        spool_dir: A directory for a durable spool (see ``docs/spool.md``): accepted events are written
+            there (by the flusher thread, within about a second) and delivered from there, so what can't
+            be delivered before exit, during an outage or a rate limit, or before a ``kill -9`` is sent
+            by the next client with the same directory, host and API key. Several processes may share
+            one. ``None`` (the default) reads ``SERLA_SPOOL_DIR``; ``""`` or unset: no spool. A spool
+            that can't be used gives one warning and the client works in memory.
+        spool_max_bytes: The most bytes of events the spool directory holds (default 100 MiB); past it
+            events are dropped, counted (``stats()["dropped"]["spool_full"]``) and warned about.
 
     Raises:
         ValueError: For an empty ``api_key`` or any other bad option value.
@@ -184,6 +193,8 @@ class Serla:
         project_root: Optional[str] = None,
         capture_llm_content: bool = True,
         before_send_llm: Optional[Callable[[dict[str, Any]], Optional[dict[str, Any]]]] = None,
+        spool_dir: Optional[str] = None,
+        spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
         _transport_factory: Optional[Callable[[], Transport]] = None,
         _policy: Optional[RetryPolicy] = None,
         _clock: Optional[Callable[[], float]] = None,
@@ -216,6 +227,8 @@ class Serla:
             project_root=project_root,
             capture_llm_content=capture_llm_content,
             before_send_llm=before_send_llm,
+            spool_dir=_env_spool_dir() if spool_dir is None else spool_dir,
+            spool_max_bytes=spool_max_bytes,
         )
         cfg = self._config
         if debug:
@@ -252,6 +265,7 @@ class Serla:
             max_buffer_bytes=cfg.max_buffer_bytes,
             block_on_full=cfg.block_on_full_seconds,
             policy=_policy,
+            spool_opener=None if cfg.spool_dir is None or cfg.disabled else _spool_opener(cfg),
         )
         self._put = self._worker.put
         self._flags: FlagClient | None = None  # serla._flags.FlagClient, made by the first flag call
@@ -266,7 +280,7 @@ class Serla:
             def _flush_at_exit() -> None:
                 if state[0]:
                     return
-                if not worker.flush(exit_timeout):
+                if not worker.flush_at_exit(exit_timeout):
                     log_warning("serla: %d events were not delivered at exit", worker.pending())
 
             from serla import _exit
@@ -979,7 +993,8 @@ class Serla:
             ``down``), ``last_error``, ``lanes`` (the error and LLM lanes' counters) and ``errors`` (error
             reports before their lane: ``captured``, ``rate_limited``, ``duplicate``...). After the first
             feature flag call, ``flags`` too: requests, cache hits and misses, fallbacks by reason (see
-            ``docs/flags.md``).
+            ``docs/flags.md``). With ``spool_dir``, ``spool`` too: spooled, sent from the spool, left on
+            disk (see ``docs/spool.md``).
         """
         out = self._worker.stats()
         if self._invalid:
@@ -1224,6 +1239,27 @@ def _default_transport_factory(cfg: Config) -> Callable[[], Transport]:
         return HttpTransport(cfg.host, cfg.api_key, cfg.timeout, proxy=proxy, tls=tls)
 
     return factory
+
+
+def _env_spool_dir() -> Optional[str]:
+    import os
+
+    return os.environ.get("SERLA_SPOOL_DIR") or None
+
+
+def _spool_opener(cfg: Config) -> Callable[[Any], Any]:
+    """Opens the spool (``serla._spool`` loads ``sqlite3`` then, on the flusher thread) for a worker."""
+
+    def opener(worker: Any) -> Any:
+        from serla._spool import Spool, SpoolPump
+
+        lease = max(30.0, 3 * cfg.timeout)  # outlives a request; a holder's death is noticed after it
+        spool = Spool(
+            cfg.spool_dir or "", cfg.host, cfg.api_key, max_bytes=cfg.spool_max_bytes, lease_seconds=lease
+        )
+        return SpoolPump(worker, spool)
+
+    return opener
 
 
 def _context_distinct_id() -> str | None:

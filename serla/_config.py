@@ -55,7 +55,10 @@ _FIELDS: Final = (
     "project_root",
     "capture_llm_content",
     "before_send_llm",
+    "spool_dir",
+    "spool_max_bytes",
 )
+DEFAULT_SPOOL_MAX_BYTES = 100 * 1024 * 1024  # serla._spool.DEFAULT_MAX_BYTES (not imported: it loads sqlite3)
 
 
 class Config:
@@ -97,6 +100,8 @@ class Config:
     project_root: Optional[str]
     capture_llm_content: bool
     before_send_llm: Optional[Callable[[dict[str, Any]], Any]]
+    spool_dir: Optional[str]
+    spool_max_bytes: int
 
     def __init__(
         self,
@@ -128,6 +133,8 @@ class Config:
         project_root: Optional[str] = None,
         capture_llm_content: bool = True,
         before_send_llm: Optional[Callable[[dict[str, Any]], Any]] = None,
+        spool_dir: Optional[str] = None,
+        spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
     ) -> None:
         key = api_key
         if not isinstance(key, str) or not key.strip():
@@ -163,6 +170,11 @@ class Config:
                 parse_proxy(proxy)  # raises ValueError for a URL the transport can't use
         if before_send_llm is not None and not callable(before_send_llm):
             raise TypeError("Serla: before_send_llm must be a callable (record -> record or None), or None")
+        if spool_dir is not None:
+            if not isinstance(spool_dir, (str, os.PathLike)):
+                raise TypeError("Serla: spool_dir must be a directory path (str or os.PathLike) or None")
+            spool_dir = os.fspath(spool_dir) or None
+        _check_int("spool_max_bytes", spool_max_bytes)
         init = object.__setattr__
         init(self, "api_key", api_key)
         init(self, "host", host)
@@ -205,6 +217,8 @@ class Config:
         init(self, "project_root", project_root or None)
         init(self, "capture_llm_content", bool(capture_llm_content))
         init(self, "before_send_llm", before_send_llm)
+        init(self, "spool_dir", spool_dir)
+        init(self, "spool_max_bytes", spool_max_bytes)
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _FIELDS)
@@ -242,7 +256,8 @@ class Config:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Config:
         """Build a config from ``SERLA_API_KEY``, ``SERLA_HOST``, ``SERLA_DISABLED`` (and the rest below).
 
-        ``SERLA_RELEASE`` and ``SERLA_ENVIRONMENT`` set ``release`` and ``environment``.
+        ``SERLA_RELEASE`` and ``SERLA_ENVIRONMENT`` set ``release`` and ``environment``;
+        ``SERLA_SPOOL_DIR`` sets ``spool_dir``.
 
         Args:
             environ: The environment to read (default ``os.environ``).
@@ -257,6 +272,8 @@ class Config:
             values["api_key"] = env["SERLA_API_KEY"]
         if env.get("SERLA_HOST"):
             values["host"] = env["SERLA_HOST"]
+        if env.get("SERLA_SPOOL_DIR"):
+            values["spool_dir"] = env["SERLA_SPOOL_DIR"]
         if env_disabled(env):
             values["disabled"] = True
             values.setdefault("api_key", "disabled")

@@ -32,7 +32,14 @@ class _FlagStats(TypedDict, total=False):
     ``in_flight``, ``paused``, ``paused_for``, ``last_error`` (see ``docs/flags.md``)."""
 
 
-class Stats(_ErrorStats, _FlagStats):
+class _SpoolStats(TypedDict, total=False):
+    spool: dict[str, Any]
+    """With ``spool_dir``: ``spooled``, ``sent_from_spool``, ``from_earlier_runs``, ``left_on_disk``,
+    ``records_left_on_disk``, ``records_from_earlier_runs``, ``waiting`` and ``error`` (see
+    ``docs/spool.md``)."""
+
+
+class Stats(_ErrorStats, _FlagStats, _SpoolStats):
     """Counters for health checks and tests; see :meth:`serla.Serla.stats`."""
 
     queued: int

@@ -116,7 +116,7 @@ def _in_event_loop() -> bool:
 class _Batch:
     """Events in flight, frozen at their first send: same bytes, same key on every retry."""
 
-    __slots__ = ("attempts", "flush_gen", "items", "key", "last_seq", "seqs")
+    __slots__ = ("attempts", "flush_gen", "items", "key", "last_seq", "row", "seqs")
 
     def __init__(self, items: list[Any], seqs: list[int], key: str, last_seq: int) -> None:
         self.items = items
@@ -125,6 +125,7 @@ class _Batch:
         self.last_seq = last_seq
         self.attempts = 0
         self.flush_gen = 0
+        self.row: Any = None  # on ``_whole``: the spool's rows this batch was leased from (serla._spool)
 
     def body(self) -> bytes:
         return _HEAD + b",".join(self.items) + _TAIL
@@ -153,13 +154,14 @@ def _charge(items: list[Any]) -> int:
 class _Record:
     """One record of a single-record lane: its body and its stable idempotency key."""
 
-    __slots__ = ("attempts", "body", "flush_gen", "key")
+    __slots__ = ("attempts", "body", "flush_gen", "key", "row")
 
     def __init__(self, body: bytes, key: str) -> None:
         self.body = body
         self.key = key
         self.attempts = 0
         self.flush_gen = 0
+        self.row: Any = None  # the spool's row when an earlier run left this record there
 
 
 class _Lane:
@@ -224,6 +226,8 @@ class BatchWorker:
         wall_clock: Wall clock for ``Retry-After`` dates (injectable).
         rng: Random source for jitter (injectable).
         name: The thread's name.
+        spool_opener: With a durable spool: opens it and returns a ``serla._spool.SpoolPump`` for this
+            worker (called on first use, again in a forked child); raises ``SpoolUnavailable`` if it can't.
     """
 
     def __init__(
@@ -240,8 +244,10 @@ class BatchWorker:
         wall_clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = _random,
         name: str = "serla-flusher",
+        spool_opener: Callable[[BatchWorker], Any] | None = None,
     ) -> None:
         self._transport_factory = transport_factory
+        self._spool_opener = spool_opener
         self._batch_size = batch_size
         self._interval = flush_interval
         self._max = max_queue_size
@@ -277,6 +283,13 @@ class BatchWorker:
         self._thread: threading.Thread | None = None
         self._thread_failed = False
         self._transport: Transport | None = None
+        self._limit = self._max  # the count bound: max_queue_size, plus the events of ours in the spool
+        self._pump: Any = None  # the SpoolPump once the spool is open (serla._spool)
+        self._spool_lock = threading.Lock()
+        self._spool_error: str | None = None
+        self._exiting = False  # flush_at_exit() ran: with a spool, deliver only this process's own events
+        self._spooling = False  # a spool takes the backlog: memory holds only what waits for the next write,
+        # bounded by max_buffer_bytes even while the endpoint is down (serla._spool.SpoolPump)
         self._accepted_seq = 0  # seq of the last accepted event
         self._taken_seq = 0  # seq of the last event moved from the buffer into a batch
         self._done_seq = 0  # every event with seq <= this is resolved
@@ -322,7 +335,9 @@ class BatchWorker:
         size = len(data) + _ITEM_OVERHEAD
         with self._lock:
             if not self._closed and (
-                self._pending_bytes + size <= self._max_bytes if self._up else self._pending < self._max
+                self._pending_bytes + size <= self._max_bytes
+                if self._up or self._spooling
+                else self._pending < self._limit
             ):  # the common case, first
                 self._pending += 1
                 self._pending_bytes += size
@@ -351,7 +366,7 @@ class BatchWorker:
                 refused = ""
         if refused:
             if refused == "queue_full":
-                if self._up:
+                if self._up or self._spooling:
                     warn_limited(
                         "queue_full",
                         "serla: event dropped: %d bytes of events are already waiting (max_buffer_bytes) "
@@ -375,9 +390,9 @@ class BatchWorker:
         return True
 
     def _has_room(self, size: int) -> bool:
-        if self._up:
+        if self._up or self._spooling:
             return self._pending_bytes + size <= self._max_bytes
-        return self._pending < self._max
+        return self._pending < self._limit
 
     def _wait_for_room(self, size: int) -> bool:
         """Wait (caller holds ``_lock``) for the flusher to make room, only while deliveries succeed."""
@@ -396,7 +411,7 @@ class BatchWorker:
     def _can_block(self) -> bool:
         thread = self._thread
         return (
-            self._healthy
+            (self._healthy or self._pump is not None)  # with a spool, the flusher makes room on disk
             and not self._stop
             and thread is not None
             and thread.is_alive()
@@ -477,11 +492,15 @@ class BatchWorker:
         transport = self._transport
         if transport is not None and hasattr(transport, "forget"):
             transport.forget()
+        if self._pump is not None:
+            self._pump.spool.after_fork()  # the parent's connection is not the child's to use
         self._init_state()
         self._closed = closed
 
     def flush(self, timeout: float | None) -> bool:
         """Wait until every event and record accepted before this call is resolved.
+
+        With a spool, also until the events an earlier run left there (same host and key) are delivered.
 
         Args:
             timeout: Seconds to wait at most; ``None`` waits without bound.
@@ -492,6 +511,61 @@ class BatchWorker:
         if self._pid != os.getpid():
             self._after_fork()
         deadline = None if timeout is None else self._clock() + max(0.0, timeout)
+        pump = self.spool_pump()
+        if pump is None:
+            return self._flush(deadline)
+        if pump.earlier and not self._exiting:
+            if self._thread is None and not self._thread_failed:
+                self._start_thread()
+            self._wakeup.set()
+        ok = self._flush(deadline)
+        ok = pump.wait_earlier(deadline) and ok
+        if self._exiting:
+            pump.wait_idle(deadline)
+        return ok
+
+    def flush_at_exit(self, timeout: float | None) -> bool:
+        """The atexit hook's flush: :meth:`flush`, and with a spool only this process's own events.
+
+        With a spool, batches of other processes or of earlier runs are not started any more, and the
+        hook waits for a request of a spooled batch to end, so that exit never leaves one sent but still
+        on disk (it would be sent again) or leased by a dead process.
+        """
+        self._exiting = True
+        if (
+            self._pump is None
+            and not self._accepted_seq
+            and not any(s.accepted for s in self._lanes.values())
+        ):
+            return True  # nothing of its own (a pre-fork master): don't open the spool just to exit
+        return self.flush(timeout)
+
+    def spool_pump(self) -> Any:
+        """The spool's pump, opened on first use; None without a spool or when it can't be used."""
+        if self._spool_opener is None or self._spool_error is not None:
+            return None
+        pump = self._pump
+        if pump is None:
+            with self._spool_lock:
+                if self._pump is None and self._spool_error is None:
+                    from serla._spool import SpoolUnavailable
+
+                    try:
+                        self._pump = self._spool_opener(self)
+                    except SpoolUnavailable as exc:
+                        self._spool_error = str(exc)
+                        warn_limited(
+                            "spool_unavailable",
+                            "serla: the spool can't be used (%s); events are kept in memory only",
+                            exc,
+                        )
+                    except Exception:
+                        self._spool_error = "unexpected error opening the spool"
+                        log_exception("serla: the spool can't be opened; events are kept in memory only")
+                pump = self._pump
+        return None if pump is None or pump.broken is not None else pump
+
+    def _flush(self, deadline: float | None) -> bool:
         with self._lock:
             target = self._accepted_seq
             start = self._done_seq
@@ -565,7 +639,11 @@ class BatchWorker:
         with self._lock:
             self._closed = True
         deadline = None if timeout is None else self._clock() + max(0.0, timeout)
-        ok = self.flush(timeout)
+        if self._spool_opener is not None and timeout is not None:
+            # Keep a moment at the end to write what is still in memory to the spool.
+            ok = self.flush(max(0.0, timeout - min(1.0, timeout / 5)))
+        else:
+            ok = self.flush(timeout)
         with self._lock:
             self._stop = True
             thread = self._thread
@@ -588,7 +666,13 @@ class BatchWorker:
         return ok
 
     def _abandon(self, reason: str) -> int:
-        """Resolve everything left (buffered, in flight, in lanes) as dropped for ``reason``."""
+        """Resolve everything left (buffered, in flight, in lanes) as dropped for ``reason``.
+
+        With a spool, the events go to disk instead and stay there for the next run.
+        """
+        pump = self._pump
+        if pump is not None and pump.broken is None:
+            pump.stop()
         parts = list(self._todo)
         self._todo.clear()
         in_parts = sum(len(p.items) for p in parts)
@@ -620,13 +704,18 @@ class BatchWorker:
     # -- introspection ---------------------------------------------------------------------------------
 
     def pending(self) -> int:
-        """Events accepted and not yet resolved (buffered + in flight)."""
+        """Events accepted and not yet resolved (buffered + in flight + in the spool)."""
         if self._pid != os.getpid():
             self._after_fork()
-        return self._pending
+        pump = self._pump
+        return self._pending + (pump.earlier_waiting() if pump is not None else 0)
 
     def stats(self) -> Stats:
         """A snapshot of the counters (see ``Serla.stats``)."""
+        pump = self._pump
+        spool = pump.snapshot() if pump is not None else None
+        if spool is None and self._spool_opener is not None:
+            spool = {"error": self._spool_error, "spooled": 0, "sent_from_spool": 0, "waiting": None}
         with self._lock:
             if self._pace or (self._hold_kind == "hold" and self._up):
                 state = "rate_limited"
@@ -636,7 +725,7 @@ class BatchWorker:
                 state = "down"
             else:
                 state = "up"
-            return {
+            out: Stats = {
                 "queued": len(self._buffer),
                 "queued_bytes": self._pending_bytes,
                 "in_flight": self._in_flight,
@@ -652,6 +741,9 @@ class BatchWorker:
                 "last_error": self._last_error,
                 "lanes": {name: s.stats() for name, s in self._lanes.items()},
             }
+        if spool is not None:
+            out["spool"] = spool
+        return out
 
     # -- the flusher -----------------------------------------------------------------------------------
 
@@ -676,13 +768,25 @@ class BatchWorker:
         (``None``: nothing is), or ``_STOP``. Never raises: one bad batch can't kill the flusher."""
         lane: _Lane | None = None
         batch: _Batch | None = None
+        pump: Any = self._pump if self._spool_opener is not None else None
+        if pump is None and self._spool_opener is not None and self._spool_error is None:
+            pump = self.spool_pump()  # the flusher opens the spool: sqlite3 never on the caller's thread
+        if pump is not None and pump.broken is not None:
+            pump = None
+        if pump is not None and pump.acks:
+            pump.ack_records()
         try:
             with self._lock:
                 self._wakeup.clear()
                 now = self._clock()
                 due: list[float] = []
-                events_ready = False
-                if self._todo:
+                events_ready = spool_now = lease_now = False
+                if pump is not None:  # with a spool: memory -> disk -> server (serla._spool)
+                    spool_now = pump.spool_due(now, due)
+                    lease_now = not spool_now and not self._todo and pump.send_due(now, due)
+                    if self._todo:
+                        events_ready = self._ready(self._hold_until, self._hold_kind, self._todo[0], now, due)
+                elif self._todo:
                     events_ready = self._ready(self._hold_until, self._hold_kind, self._todo[0], now, due)
                 elif self._buffer:
                     oldest = self._oldest_at if self._oldest_at is not None else now
@@ -702,16 +806,23 @@ class BatchWorker:
                         state.hold_until, state.hold_kind, state.current, now, due
                     ):
                         ready_lanes.append(state)
-                if batch is None and self._stop and not events_ready and not ready_lanes:
+                idle = batch is None and not spool_now and not lease_now
+                if idle and self._stop and not events_ready and not ready_lanes:
                     return _STOP
-                if batch is None and not events_ready and not ready_lanes:
+                if idle and not events_ready and not ready_lanes:
                     return min(due) if due else None
-                if batch is not None:
+                if not idle:
                     pick = None
                 else:  # take turns: events, then each ready lane
                     self._turn += 1
                     choices: list[_Lane | None] = ([None] if events_ready else []) + ready_lanes
                     pick = choices[self._turn % len(choices)]
+            if spool_now:
+                pump.spool_step()
+                return 0.0
+            if lease_now:
+                pump.lease_step()
+                return 0.0
             if batch is not None:
                 whole_last = batch.last_seq
                 parts = self._materialize(batch)
@@ -844,12 +955,18 @@ class BatchWorker:
     def _send_events(self) -> None:
         """Send the first part of the batch in flight and apply the answer."""
         current = self._todo[0]
+        whole = self._whole
+        spooled = whole is not None and whole.row is not None  # leased from the spool (serla._spool)
+        if spooled and not self._pump.renew(whole):
+            return  # another process took the batch over (our lease had expired): it sends it
         current.attempts += 1
         self._last_send_at = self._clock()
         result = self._transport_now().post(BATCH_PATH, current.body(), {"X-Idempotency-Key": current.key})
         status = result.status
         if status is not None and 200 <= status < 300:  # the common case: one lock acquisition
             self._todo.popleft()
+            if spooled and not self._todo:
+                self._pump.done(whole)  # off the disk before flush() can see it resolved
             with self._lock:
                 self._count_request(current.attempts)
                 self._delivered_locked(current)
@@ -860,7 +977,11 @@ class BatchWorker:
         with self._lock:
             self._count_request(current.attempts)
         self._apply(self._decide(result, current.attempts, len(current.items)), result)
+        if spooled and self._todo and whole is not None and whole.row is not None:
+            self._pump.park(whole)  # waits out a hold with its lease freed; renew() takes it back
         if not self._todo:
+            if spooled and whole is not None and whole.row is not None:
+                self._pump.done(whole)  # resolved: delivered in parts or dropped by the server
             with self._lock:
                 self._finish_batch()
 
@@ -1092,6 +1213,8 @@ class BatchWorker:
         record = lane.current
         if record is None:
             return
+        if record.row is not None:  # from the spool: deleted there on the flusher's next step
+            self._pump.acks.append(record.row)
         lane.current = None
         lane.queued_bytes -= len(record.body)
         lane.done += 1
