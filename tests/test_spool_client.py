@@ -200,7 +200,7 @@ def test_a_rate_limited_one_shot_returns_in_time_and_the_next_run_delivers_the_r
 ) -> None:
     n = 12_000
     clock = WindowClock()
-    with SerlaServer(api_keys={KEY}, rate_limit=20, clock=clock) as server:
+    with SerlaServer(api_keys={KEY}, rate_limits={"batch": 20}, clock=clock) as server:
         proc = subprocess.run(
             [sys.executable, "-c", "import json\n" + textwrap.dedent(_ONE_SHOT), KEY, server.url,
              str(tmp_path), str(n), "5"],
