@@ -6,9 +6,6 @@ import sys
 from _collections_abc import Iterable, Mapping
 
 from serla._config import (
-    DEFAULT_HOST,
-    DEFAULT_MAX_BUFFER_BYTES,
-    DEFAULT_SPOOL_MAX_BYTES,
     Config,
     add_null_handler,
     env_disabled,
@@ -28,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import timedelta
     from types import FrameType
-    from typing import Any, Callable, Optional, Union
+    from typing import Any, Callable, Final, Optional, Union
 
     from serla._encode import Timestamp
     from serla._errors import ErrorReporter, Report
@@ -36,6 +33,13 @@ if TYPE_CHECKING:
     from serla._retry import RetryPolicy
     from serla._stats import Stats
     from serla._transport import Transport
+
+    RecordHook = Callable[[dict[str, Any]], Optional[dict[str, Any]]]
+    """A ``before_send`` hook: a record as a dict in, a changed dict or ``None`` (drop it) out."""
+
+_DEFAULTS: Final[dict[str, Any]] = Config.__init__.__kwdefaults__ or {}
+"""The one source of option defaults: ``Config``'s keyword-only signature. ``Serla``'s signature reads
+them from here, so it shows every option and its value without restating it."""
 
 IDENTIFY_PATH = "/api/v1/identify"
 _MAX_IDENTIFY_ID = 256
@@ -115,6 +119,10 @@ class Serla:
             ``trace_id`` and ``span_id`` (hex) to the event's properties (unless you set those keys).
         disabled: Accept and check calls but send nothing and start no thread. ``None`` (the default)
             reads the ``SERLA_DISABLED`` environment variable.
+        transport: A factory of transports, the seam for tests and custom delivery: called with no
+            argument, it returns an object with ``post(path, body, headers)`` and ``get(path, headers)``
+            (each returning a ``serla._transport.SendResult``) and ``close()``. ``None`` (the default):
+            the SDK's HTTP transport. :mod:`serla.testing` uses it to capture requests in process.
         before_send: A last look at each event before it is encoded: called (on the calling thread) with
             a dict named like ``track()``'s arguments (``event``, ``distinct_id``, ``properties``,
             ``timestamp`` (the ISO string), ``session_id``), after the context and super properties were
@@ -166,35 +174,38 @@ class Serla:
         self,
         api_key: str,
         *,
-        host: str = DEFAULT_HOST,
-        flush_interval_seconds: float = 5.0,
-        batch_size: int = 50,
-        debug: bool = False,
-        flush_on_exit: bool = True,
-        max_queue_size: int = 1000,
-        timeout: float = 10.0,
-        shutdown_timeout: float = 10.0,
-        block_on_full_seconds: float = 0.0,
-        max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
-        ca_bundle: Optional[str] = None,
-        proxy: Optional[str] = None,
-        capture_trace_context: bool = True,
+        host: str = _DEFAULTS["host"],
+        flush_interval_seconds: float = _DEFAULTS["flush_interval_seconds"],
+        batch_size: int = _DEFAULTS["batch_size"],
+        debug: bool = _DEFAULTS["debug"],
+        flush_on_exit: bool = _DEFAULTS["flush_on_exit"],
+        max_queue_size: int = _DEFAULTS["max_queue_size"],
+        timeout: float = _DEFAULTS["timeout"],
+        shutdown_timeout: float = _DEFAULTS["shutdown_timeout"],
+        block_on_full_seconds: float = _DEFAULTS["block_on_full_seconds"],
+        max_buffer_bytes: int = _DEFAULTS["max_buffer_bytes"],
+        ca_bundle: Optional[str] = _DEFAULTS["ca_bundle"],
+        proxy: Optional[str] = _DEFAULTS["proxy"],
+        capture_trace_context: bool = _DEFAULTS["capture_trace_context"],
         disabled: Optional[bool] = None,
         before_send: Optional[Callable[[dict[str, Any]], Optional[dict[str, Any]]]] = None,
-        flags_timeout: float = 1.0,
-        flags_cache_size: int = 10_000,
-        send_flag_events: bool = False,
-        release: Optional[str] = None,
-        environment: Optional[str] = None,
-        capture_exceptions: bool = False,
-        before_send_error: Optional[Callable[..., Any]] = None,
-        in_app_include: Sequence[str] = (),
-        in_app_exclude: Sequence[str] = (),
-        project_root: Optional[str] = None,
-        capture_llm_content: bool = True,
-        before_send_llm: Optional[Callable[[dict[str, Any]], Optional[dict[str, Any]]]] = None,
-        spool_dir: Optional[str] = None,
-        spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
+        flags_timeout: float = _DEFAULTS["flags_timeout"],
+        flags_cache_size: int = _DEFAULTS["flags_cache_size"],
+        send_flag_events: bool = _DEFAULTS["send_flag_events"],
+        release: Optional[str] = _DEFAULTS["release"],
+        environment: Optional[str] = _DEFAULTS["environment"],
+        capture_exceptions: bool = _DEFAULTS["capture_exceptions"],
+        before_send_error: Optional[Callable[..., Any]] = _DEFAULTS["before_send_error"],
+        in_app_include: Sequence[str] = _DEFAULTS["in_app_include"],
+        in_app_exclude: Sequence[str] = _DEFAULTS["in_app_exclude"],
+        project_root: Optional[str] = _DEFAULTS["project_root"],
+        capture_llm_content: bool = _DEFAULTS["capture_llm_content"],
+        before_send_llm: Optional[Callable[[dict[str, Any]], Optional[dict[str, Any]]]] = _DEFAULTS[
+            "before_send_llm"
+        ],
+        spool_dir: Optional[str] = _DEFAULTS["spool_dir"],
+        spool_max_bytes: int = _DEFAULTS["spool_max_bytes"],
+        transport: Optional[Callable[[], Transport]] = None,
         _transport_factory: Optional[Callable[[], Transport]] = None,
         _policy: Optional[RetryPolicy] = None,
         _clock: Optional[Callable[[], float]] = None,
@@ -255,7 +266,7 @@ class Serla:
 
         self._scope_get = _context.get_scope
         self._empty_scope = _context.EMPTY
-        factory = _transport_factory or _default_transport_factory(cfg)
+        factory = transport or _transport_factory or _default_transport_factory(cfg)
         self._transport_factory = factory
         self._worker = BatchWorker(
             factory,
@@ -301,6 +312,23 @@ class Serla:
                     "serla: disabled (SERLA_DISABLED or disabled=True): events are checked, not sent"
                 )
         log_debug("serla: client created: %r", self)
+
+    @classmethod
+    def from_config(cls, config: Config, **options: Any) -> Serla:
+        """A client with the options of ``config`` (for example ``Config.from_env()``).
+
+        Args:
+            config: Checked options.
+            **options: Options that are not part of a ``Config`` (``before_send``), or that win over it.
+
+        Returns:
+            The client.
+        """
+        from serla._config import _FIELDS
+
+        values = {name: getattr(config, name) for name in _FIELDS}
+        values.update(options)
+        return cls(**values)
 
     # -- public API --------------------------------------------------------------------------------------
 

@@ -201,10 +201,10 @@ class CapturedEvents:
             TypeError: If ``options`` has ``_transport_factory``.
             ValueError: For a bad option value (as ``Serla()`` raises).
         """
-        if "_transport_factory" in options:
+        if "transport" in options or "_transport_factory" in options:
             raise TypeError("make_client() chooses the transport itself")
         merged = {**_CLIENT_DEFAULTS, **options}
-        client = Serla(api_key, _transport_factory=lambda: CaptureTransport(self, api_key), **merged)
+        client = Serla(api_key, transport=lambda: CaptureTransport(self, api_key), **merged)
         set_feature_flags(client, self._flag_values)  # flags never reach the network from a capture
         for user, values in self._user_flag_values.items():
             set_feature_flags(client, values, distinct_id=user)

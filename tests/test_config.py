@@ -108,3 +108,33 @@ def test_from_env() -> None:
     assert Config.from_env({"SERLA_DISABLED": "1"}).disabled is True
     with pytest.raises(ValueError, match="SERLA_API_KEY"):
         Config.from_env({})
+
+
+def test_serla_and_config_share_one_source_of_defaults() -> None:
+    """Serla's signature shows every option with the value Config defines (read from Config, not restated)."""
+    import inspect
+
+    from serla import Config, Serla
+
+    config = inspect.signature(Config.__init__).parameters
+    client = inspect.signature(Serla.__init__).parameters
+    shared = [name for name in client if name in config and name not in ("self", "api_key")]
+    assert len(shared) >= 25
+    for name in shared:
+        if name == "disabled":  # None on Serla: read SERLA_DISABLED
+            continue
+        assert client[name].default == config[name].default, name
+        assert client[name].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_a_config_can_make_a_client() -> None:
+    from serla import Config, Serla
+
+    config = Config.from_env({"SERLA_API_KEY": "sk_live_fromconfig", "SERLA_HOST": "http://127.0.0.1:9"})
+    client = Serla.from_config(config, flush_on_exit=False, batch_size=7)
+    try:
+        assert client.config.api_key == "sk_live_fromconfig"
+        assert client.host == "http://127.0.0.1:9"
+        assert client.config.batch_size == 7
+    finally:
+        client.shutdown(0)
