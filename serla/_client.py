@@ -1210,7 +1210,7 @@ def _make_flag_client(client: Serla) -> FlagClient:
     """The client's flag cache. It holds the client weakly: its threads must not keep a client alive."""
     import weakref
 
-    from serla._flags import FlagClient, getter_factory
+    from serla._flags import FlagClient
 
     cfg = client._config
     ref = weakref.ref(client)
@@ -1226,7 +1226,7 @@ def _make_flag_client(client: Serla) -> FlagClient:
         return owner.track(event, distinct_id, properties) if owner is not None else False
 
     flags = FlagClient(
-        getter_factory(transport, cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle),
+        transport,
         flags_timeout=cfg.flags_timeout,
         cache_size=cfg.flags_cache_size,
         track=track,

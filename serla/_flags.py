@@ -28,8 +28,8 @@ not imported by ``import serla``). What it guarantees, and the choices made wher
   (max-age), only for values the server answered (never for fallbacks), and only from
   ``get_feature_flag``/``is_feature_enabled`` (``get_all_feature_flags`` sends none).
 
-The HTTP GET goes through the client's transport when it has a ``get(path, headers)`` method, else
-through :class:`HttpGetter` (``http.client``, honouring ``host``, ``timeout``, ``ca_bundle`` and the proxy).
+The HTTP GET goes through the client's transport (``get(path, headers)``): the same ``http.client``
+setup, TLS context and proxy as the events, on a connection of the flag fetcher's own.
 """
 
 from __future__ import annotations
@@ -51,8 +51,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, Callable, Final, Optional, Union
-
-    from serla._proxy import Proxy
 
     FlagValue = Union[bool, str]
 
@@ -141,118 +139,6 @@ class GetResult:
         self.headers = headers or {}
         self.retry_after = self.headers.get("retry-after")
         self.error = error
-
-
-class HttpGetter:
-    """GETs from one Serla host over a keep-alive ``http.client`` connection (one per fetcher thread).
-
-    Args:
-        host: The base URL (a path prefix is kept).
-        api_key: Sent as ``Authorization: Bearer <key>``.
-        timeout: Socket timeout (connect and each read), seconds.
-        ca_bundle: A PEM bundle to trust instead of the system's CAs.
-        proxy: The HTTP proxy to go through (``None``: direct); https goes through a ``CONNECT`` tunnel.
-    """
-
-    def __init__(
-        self,
-        host: str,
-        api_key: str,
-        timeout: float,
-        ca_bundle: Optional[str] = None,
-        proxy: Optional[Proxy] = None,
-    ) -> None:
-        from serla._config import split_host
-        from serla._transport import USER_AGENT
-
-        scheme, netloc, hostname, path = split_host(host)
-        self._https = scheme == "https"
-        self._hostname = hostname
-        port_text = netloc.rpartition("]")[2] if netloc.startswith("[") else netloc
-        port_text = port_text.partition(":")[2]
-        self._port = int(port_text) if port_text else (443 if self._https else 80)
-        self._prefix = path.rstrip("/")
-        self._timeout = timeout
-        self._ca_bundle = ca_bundle
-        self._proxy = proxy
-        self._origin = ""
-        if proxy is not None and not self._https:
-            self._origin = f"http://{netloc}"
-        self._headers = {
-            "Authorization": f"Bearer {api_key}",
-            "User-Agent": USER_AGENT,
-            "Accept": "application/json",
-            "Accept-Encoding": "identity",
-        }
-        if proxy is not None and not self._https and proxy.authorization:
-            self._headers["Proxy-Authorization"] = proxy.authorization
-        self._api_key = api_key
-        self._conn: Any = None
-        self._ssl_context: Any = None
-
-    def _connect(self) -> Any:
-        import http.client
-
-        proxy = self._proxy
-        if proxy is not None and proxy.error is not None:
-            raise OSError(proxy.error)
-        if self._https:
-            ctx = self._ssl_context
-            if ctx is None:  # once per getter: loading the CA store costs milliseconds
-                import ssl
-
-                ctx = self._ssl_context = ssl.create_default_context(cafile=self._ca_bundle)
-            if proxy is None:
-                return http.client.HTTPSConnection(
-                    self._hostname, self._port, timeout=self._timeout, context=ctx
-                )
-            conn = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=self._timeout, context=ctx)
-            tunnel_headers = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
-            conn.set_tunnel(self._hostname, self._port, headers=tunnel_headers)
-            return conn
-        if proxy is None:
-            return http.client.HTTPConnection(self._hostname, self._port, timeout=self._timeout)
-        return http.client.HTTPConnection(proxy.host, proxy.port, timeout=self._timeout)
-
-    def get(self, path: str, headers: Mapping[str, str]) -> GetResult:
-        """GET ``path`` (with its query, relative to the host); never raises.
-
-        A keep-alive connection the server closed while idle is retried once on a fresh one.
-        """
-        all_headers = {**self._headers, **headers}
-        for attempt in (0, 1):
-            reused = self._conn is not None
-            try:
-                if self._conn is None:
-                    self._conn = self._connect()
-                conn = self._conn
-                conn.request("GET", f"{self._origin}{self._prefix}{path}", headers=all_headers)
-                response = conn.getresponse()
-                body = response.read(64 * 1024)
-                result_headers = {k.lower(): v for k, v in response.getheaders()}
-                if response.will_close or len(body) == 64 * 1024:
-                    self.close()
-                return GetResult(response.status, body, result_headers)
-            except Exception as exc:
-                self.close()
-                stale = reused and attempt == 0 and isinstance(exc, (ConnectionError, _remote_closed()))
-                if not stale:
-                    message = f"{type(exc).__name__}: {exc}".replace(self._api_key, "[api key]")
-                    return GetResult(None, error=message)
-        return GetResult(None, error="unreachable")  # pragma: no cover - the loop always returns
-
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-
-def _remote_closed() -> type[Exception]:
-    import http.client
-
-    return http.client.RemoteDisconnected
 
 
 def is_enabled_value(value: object) -> bool:
@@ -910,29 +796,3 @@ def _warn_exc(msg: str) -> None:
     log = serla_log()
     if log is not None:
         log.logger.warning(msg, exc_info=True)
-
-
-def getter_factory(
-    transport_factory: Callable[[], Any],
-    host: str,
-    api_key: str,
-    timeout: float,
-    ca_bundle: Optional[str],
-) -> Callable[[], Any]:
-    """The getter factory of a client: its transport when that has ``get()``, else :class:`HttpGetter`.
-
-    The seam to unify once the transport speaks GET: each fetcher thread gets a fresh getter. The
-    :class:`HttpGetter` goes through the proxy the client's transport was given (resolved once per client
-    from the ``proxy`` option or the environment).
-    """
-
-    def make() -> Any:
-        transport = transport_factory()
-        if callable(getattr(transport, "get", None)):
-            return transport
-        proxy = getattr(transport, "_proxy", None)
-        with contextlib.suppress(Exception):
-            transport.close()
-        return HttpGetter(host, api_key, timeout, ca_bundle, proxy)
-
-    return make
