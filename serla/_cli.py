@@ -35,7 +35,7 @@ import math
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any, Final, Optional, TextIO
+from typing import Any, Final, TextIO
 
 from serla._version import __version__
 
@@ -186,7 +186,7 @@ def parse_value(text: str) -> Any:
     return value
 
 
-def parse_props(props: Sequence[str], json_props: Optional[str]) -> dict[str, Any]:
+def parse_props(props: Sequence[str], json_props: str | None) -> dict[str, Any]:
     """Combine ``--json-props`` and ``--prop KEY=VALUE`` options into one dict.
 
     Args:
@@ -429,7 +429,7 @@ def _cmd_spool_send(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 # -- entry point -----------------------------------------------------------------------------------------
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``serla`` command.
 
     Args:

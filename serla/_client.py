@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import timedelta
     from types import FrameType
-    from typing import Any, Callable, Final, Optional, Union
+    from typing import Any, Callable, Final, Optional
 
     from serla._encode import Timestamp
     from serla._errors import ErrorReporter, Report
@@ -49,9 +49,9 @@ def _build_deferred(
     event: str,
     distinct_id: str,
     build_properties: Callable[[], dict[str, Any]],
-    epoch_seconds: Optional[float],
-    ts: Optional[str],
-    session_id: Optional[str] = None,
+    epoch_seconds: float | None,
+    ts: str | None,
+    session_id: str | None = None,
 ) -> bytes | None:
     """The JSON of a :meth:`Serla._track_deferred` event, built on the flusher thread; None drops it."""
     stamp = ts if ts is not None else format_timestamp(epoch_seconds)
@@ -184,31 +184,31 @@ class Serla:
         shutdown_timeout: float = _DEFAULTS["shutdown_timeout"],
         block_on_full_seconds: float = _DEFAULTS["block_on_full_seconds"],
         max_buffer_bytes: int = _DEFAULTS["max_buffer_bytes"],
-        ca_bundle: Optional[str] = _DEFAULTS["ca_bundle"],
-        proxy: Optional[str] = _DEFAULTS["proxy"],
+        ca_bundle: str | None = _DEFAULTS["ca_bundle"],
+        proxy: str | None = _DEFAULTS["proxy"],
         capture_trace_context: bool = _DEFAULTS["capture_trace_context"],
-        disabled: Optional[bool] = None,
-        before_send: Optional[Callable[[dict[str, Any]], Optional[dict[str, Any]]]] = None,
+        disabled: bool | None = None,
+        before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
         flags_timeout: float = _DEFAULTS["flags_timeout"],
         flags_cache_size: int = _DEFAULTS["flags_cache_size"],
         send_flag_events: bool = _DEFAULTS["send_flag_events"],
-        release: Optional[str] = _DEFAULTS["release"],
-        environment: Optional[str] = _DEFAULTS["environment"],
+        release: str | None = _DEFAULTS["release"],
+        environment: str | None = _DEFAULTS["environment"],
         capture_exceptions: bool = _DEFAULTS["capture_exceptions"],
-        before_send_error: Optional[Callable[..., Any]] = _DEFAULTS["before_send_error"],
+        before_send_error: Callable[..., Any] | None = _DEFAULTS["before_send_error"],
         in_app_include: Sequence[str] = _DEFAULTS["in_app_include"],
         in_app_exclude: Sequence[str] = _DEFAULTS["in_app_exclude"],
-        project_root: Optional[str] = _DEFAULTS["project_root"],
+        project_root: str | None = _DEFAULTS["project_root"],
         capture_llm_content: bool = _DEFAULTS["capture_llm_content"],
-        before_send_llm: Optional[Callable[[dict[str, Any]], Optional[dict[str, Any]]]] = _DEFAULTS[
+        before_send_llm: Callable[[dict[str, Any]], dict[str, Any] | None] | None = _DEFAULTS[
             "before_send_llm"
         ],
-        spool_dir: Optional[str] = _DEFAULTS["spool_dir"],
+        spool_dir: str | None = _DEFAULTS["spool_dir"],
         spool_max_bytes: int = _DEFAULTS["spool_max_bytes"],
-        transport: Optional[Callable[[], Transport]] = None,
-        _transport_factory: Optional[Callable[[], Transport]] = None,
-        _policy: Optional[RetryPolicy] = None,
-        _clock: Optional[Callable[[], float]] = None,
+        transport: Callable[[], Transport] | None = None,
+        _transport_factory: Callable[[], Transport] | None = None,
+        _policy: RetryPolicy | None = None,
+        _clock: Callable[[], float] | None = None,
     ) -> None:
         self._config = Config(
             api_key=api_key,
@@ -335,11 +335,11 @@ class Serla:
     def track(
         self,
         event: str,
-        distinct_id: Optional[str] = None,
-        properties: Optional[Mapping[str, Any]] = None,
+        distinct_id: str | None = None,
+        properties: Mapping[str, Any] | None = None,
         timestamp: Timestamp = None,
         *,
-        session_id: Optional[str] = None,
+        session_id: str | None = None,
     ) -> bool:
         """Queue an event for delivery. Never blocks on the network, never raises.
 
@@ -444,7 +444,7 @@ class Serla:
             _warn_exc("serla: track() failed unexpectedly; the event is dropped")
             return False
 
-    def group(self, group_type: str, group_id: str, properties: Optional[Mapping[str, Any]] = None) -> bool:
+    def group(self, group_type: str, group_id: str, properties: Mapping[str, Any] | None = None) -> bool:
         """Put the current context in a group: later events in it carry ``$groups: {group_type: group_id}``.
 
         As serla-js's ``group()``: the association is added to the current context (a request handled by
@@ -515,15 +515,15 @@ class Serla:
         """A copy of the super properties (see :meth:`set_properties`)."""
         return dict(self._super or {})
 
-    async def aflush(self, timeout: Optional[float] = 30.0) -> bool:
+    async def aflush(self, timeout: float | None = 30.0) -> bool:
         """:meth:`flush` for asyncio code: waits in a worker thread, so the event loop keeps running."""
         return bool(await _in_thread(self.flush, timeout))
 
-    async def ashutdown(self, timeout: Optional[float] = 30.0) -> bool:
+    async def ashutdown(self, timeout: float | None = 30.0) -> bool:
         """:meth:`shutdown` for asyncio code (a lifespan handler): the loop keeps running meanwhile."""
         return bool(await _in_thread(self.shutdown, timeout))
 
-    async def aidentify(self, distinct_id: str, properties: Optional[Mapping[str, Any]] = None) -> bool:
+    async def aidentify(self, distinct_id: str, properties: Mapping[str, Any] | None = None) -> bool:
         """:meth:`identify` for asyncio code: the request runs in a worker thread, the loop keeps running."""
         return bool(await _in_thread(self.identify, distinct_id, properties))
 
@@ -564,8 +564,8 @@ class Serla:
         return dict(out)
 
     def _run_before_send(
-        self, event: str, distinct_id: str, props: dict[str, Any], ts: str, session_id: Optional[str]
-    ) -> tuple[str, str, dict[str, Any], str, Optional[str]] | None:
+        self, event: str, distinct_id: str, props: dict[str, Any], ts: str, session_id: str | None
+    ) -> tuple[str, str, dict[str, Any], str, str | None] | None:
         """Call ``before_send`` on an event; the (checked) fields to send, or None when it is dropped."""
         record = {
             "event": event,
@@ -604,20 +604,20 @@ class Serla:
         self,
         model: str,
         *,
-        provider: Optional[str] = None,
-        distinct_id: Optional[str] = None,
-        trace_id: Optional[str] = None,
-        parent_id: Optional[str] = None,
+        provider: str | None = None,
+        distinct_id: str | None = None,
+        trace_id: str | None = None,
+        parent_id: str | None = None,
         input: Any = None,
         output: Any = None,
-        input_tokens: Optional[int] = None,
-        output_tokens: Optional[int] = None,
-        total_tokens: Optional[int] = None,
-        cost_usd: Optional[float] = None,
-        latency_ms: Optional[Union[float, timedelta]] = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        total_tokens: int | None = None,
+        cost_usd: float | None = None,
+        latency_ms: float | timedelta | None = None,
         status: str = "success",
-        error_message: Optional[str] = None,
-        metadata: Optional[Mapping[str, Any]] = None,
+        error_message: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
         timestamp: Timestamp = None,
     ) -> bool:
         """Queue one LLM generation for ``POST /api/v1/llm`` (Hobby plan and up). Never blocks, never raises.
@@ -682,7 +682,7 @@ class Serla:
         event: str,
         distinct_id: str,
         build_properties: Callable[[], dict[str, Any]],
-        epoch_seconds: Optional[float],
+        epoch_seconds: float | None,
         wait: bool = True,
     ) -> bool:
         """Accept an event whose JSON is built on the flusher thread (for the OpenTelemetry bridge).
@@ -721,7 +721,7 @@ class Serla:
             _warn_exc("serla: track() failed unexpectedly; the event is dropped")
             return False
 
-    def identify(self, distinct_id: str, properties: Optional[Mapping[str, Any]] = None) -> bool:
+    def identify(self, distinct_id: str, properties: Mapping[str, Any] | None = None) -> bool:
         """Set properties on a person, synchronously (``POST /api/v1/identify``). Never raises.
 
         The server shallow-merges ``properties`` into what it has for ``distinct_id``. The request runs
@@ -758,11 +758,11 @@ class Serla:
         self,
         exc: Any = None,
         *,
-        distinct_id: Optional[str] = None,
+        distinct_id: str | None = None,
         level: Any = "error",
-        context: Optional[Mapping[str, Any]] = None,
-        release: Optional[str] = None,
-        environment: Optional[str] = None,
+        context: Mapping[str, Any] | None = None,
+        release: str | None = None,
+        environment: str | None = None,
     ) -> bool:
         """Report an exception to Serla's error tracking (``POST /api/v1/errors``). Never raises or waits.
 
@@ -842,12 +842,12 @@ class Serla:
         self,
         exc: BaseException,
         *,
-        distinct_id: Optional[str] = None,
+        distinct_id: str | None = None,
         level: Any = "error",
-        context: Optional[Mapping[str, Any]] = None,
-        release: Optional[str] = None,
-        environment: Optional[str] = None,
-        caller: Optional[FrameType] = None,
+        context: Mapping[str, Any] | None = None,
+        release: str | None = None,
+        environment: str | None = None,
+        caller: FrameType | None = None,
     ) -> bool:
         """Build and queue a report for ``exc`` (the paths that see exceptions call this). Never raises."""
         try:
@@ -879,7 +879,7 @@ class Serla:
         reporter: ErrorReporter,
         report: Report,
         *,
-        exc: Optional[BaseException],
+        exc: BaseException | None,
         distinct_id: Any,
         level: Any,
         context: Any,
@@ -949,7 +949,7 @@ class Serla:
         reporter.count("refused")
         return False
 
-    def flush(self, timeout: Optional[float] = 30.0) -> bool:
+    def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until every event queued before this call has been delivered.
 
         Call it before a serverless handler returns. A flush also cuts short a retry backoff (once); it
@@ -970,7 +970,7 @@ class Serla:
             _warn_exc("serla: flush() failed unexpectedly")
             return False
 
-    def shutdown(self, timeout: Optional[float] = 30.0) -> bool:
+    def shutdown(self, timeout: float | None = 30.0) -> bool:
         """Flush, stop the worker thread and unregister the atexit hook. Safe to call more than once.
 
         After it, ``track()`` and ``identify()`` are dropped with a warning.
@@ -1042,8 +1042,8 @@ class Serla:
         key: str,
         fallback: Any = False,
         *,
-        distinct_id: Optional[str] = None,
-        properties: Optional[Mapping[str, Any]] = None,
+        distinct_id: str | None = None,
+        properties: Mapping[str, Any] | None = None,
     ) -> Any:
         """A feature flag's value for a user: ``True``, ``False`` or the variant key. Never raises.
 
@@ -1068,8 +1068,8 @@ class Serla:
         self,
         key: str,
         *,
-        distinct_id: Optional[str] = None,
-        properties: Optional[Mapping[str, Any]] = None,
+        distinct_id: str | None = None,
+        properties: Mapping[str, Any] | None = None,
     ) -> bool:
         """Whether a flag is on for the user (``True`` or any variant but ``""``/``"off"``); else False.
 
@@ -1078,7 +1078,7 @@ class Serla:
         return self._flag_client().is_enabled(key, distinct_id, properties)
 
     def get_all_feature_flags(
-        self, *, distinct_id: Optional[str] = None, properties: Optional[Mapping[str, Any]] = None
+        self, *, distinct_id: str | None = None, properties: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """Every flag of the project for the user (key -> ``True``/``False``/variant), or ``{}`` on failure.
 
@@ -1091,8 +1091,8 @@ class Serla:
         key: str,
         fallback: Any = False,
         *,
-        distinct_id: Optional[str] = None,
-        properties: Optional[Mapping[str, Any]] = None,
+        distinct_id: str | None = None,
+        properties: Mapping[str, Any] | None = None,
     ) -> Any:
         """:meth:`get_feature_flag` for asyncio: a miss is awaited without blocking the event loop."""
         return await self._flag_client().aget_flag(key, fallback, distinct_id, properties)
@@ -1101,14 +1101,14 @@ class Serla:
         self,
         key: str,
         *,
-        distinct_id: Optional[str] = None,
-        properties: Optional[Mapping[str, Any]] = None,
+        distinct_id: str | None = None,
+        properties: Mapping[str, Any] | None = None,
     ) -> bool:
         """:meth:`is_feature_enabled` for asyncio."""
         return await self._flag_client().ais_enabled(key, distinct_id, properties)
 
     async def aget_all_feature_flags(
-        self, *, distinct_id: Optional[str] = None, properties: Optional[Mapping[str, Any]] = None
+        self, *, distinct_id: str | None = None, properties: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """:meth:`get_all_feature_flags` for asyncio."""
         return await self._flag_client().aget_all(distinct_id, properties)
@@ -1269,7 +1269,7 @@ def _default_transport_factory(cfg: Config) -> Callable[[], Transport]:
     return factory
 
 
-def _env_spool_dir() -> Optional[str]:
+def _env_spool_dir() -> str | None:
     import os
 
     return os.environ.get("SERLA_SPOOL_DIR") or None

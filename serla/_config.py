@@ -17,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from types import ModuleType
-    from typing import Any, Final, Optional
+    from typing import Any, Final
 
 DEFAULT_HOST: Final = "https://serla.dev"
 DEFAULT_MAX_BUFFER_BYTES: Final = 64 * 1024 * 1024
@@ -84,23 +84,23 @@ class Config:
     shutdown_timeout: float
     block_on_full_seconds: float
     max_buffer_bytes: int
-    ca_bundle: Optional[str]
+    ca_bundle: str | None
     capture_trace_context: bool
     disabled: bool
-    proxy: Optional[str]
+    proxy: str | None
     flags_timeout: float
     flags_cache_size: int
     send_flag_events: bool
-    release: Optional[str]
-    environment: Optional[str]
+    release: str | None
+    environment: str | None
     capture_exceptions: bool
-    before_send_error: Optional[Callable[..., Any]]
+    before_send_error: Callable[..., Any] | None
     in_app_include: tuple[str, ...]
     in_app_exclude: tuple[str, ...]
-    project_root: Optional[str]
+    project_root: str | None
     capture_llm_content: bool
-    before_send_llm: Optional[Callable[[dict[str, Any]], Any]]
-    spool_dir: Optional[str]
+    before_send_llm: Callable[[dict[str, Any]], Any] | None
+    spool_dir: str | None
     spool_max_bytes: int
 
     def __init__(
@@ -117,23 +117,23 @@ class Config:
         shutdown_timeout: float = 10.0,
         block_on_full_seconds: float = 0.0,
         max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
-        ca_bundle: Optional[str] = None,
+        ca_bundle: str | None = None,
         capture_trace_context: bool = True,
         disabled: bool = False,
-        proxy: Optional[str] = None,
+        proxy: str | None = None,
         flags_timeout: float = 1.0,
         flags_cache_size: int = 10_000,
         send_flag_events: bool = False,
-        release: Optional[str] = None,
-        environment: Optional[str] = None,
+        release: str | None = None,
+        environment: str | None = None,
         capture_exceptions: bool = False,
-        before_send_error: Optional[Callable[..., Any]] = None,
+        before_send_error: Callable[..., Any] | None = None,
         in_app_include: Sequence[str] = (),
         in_app_exclude: Sequence[str] = (),
-        project_root: Optional[str] = None,
+        project_root: str | None = None,
         capture_llm_content: bool = True,
-        before_send_llm: Optional[Callable[[dict[str, Any]], Any]] = None,
-        spool_dir: Optional[str] = None,
+        before_send_llm: Callable[[dict[str, Any]], Any] | None = None,
+        spool_dir: str | None = None,
         spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
     ) -> None:
         key = api_key

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Iterable, Mapping
-from typing import Any, Callable, Final, Optional, TypeVar
+from typing import Any, Callable, Final, TypeVar
 
 from serla._config import warn_limited
 
@@ -46,10 +46,10 @@ class Scope:
 
     def __init__(
         self,
-        distinct_id: Optional[str] = None,
-        session_id: Optional[str] = None,
-        groups: Optional[dict[str, str]] = None,
-        properties: Optional[dict[str, Any]] = None,
+        distinct_id: str | None = None,
+        session_id: str | None = None,
+        groups: dict[str, str] | None = None,
+        properties: dict[str, Any] | None = None,
     ) -> None:
         self.distinct_id = distinct_id
         self.session_id = session_id
@@ -253,10 +253,10 @@ class context:
 
     def __init__(
         self,
-        distinct_id: Optional[str] = None,
-        session_id: Optional[str] = None,
-        groups: Optional[Mapping[str, str]] = None,
-        properties: Optional[Mapping[str, Any]] = None,
+        distinct_id: str | None = None,
+        session_id: str | None = None,
+        groups: Mapping[str, str] | None = None,
+        properties: Mapping[str, Any] | None = None,
     ) -> None:
         self._replace_id = False
         if distinct_id is not None and (not isinstance(distinct_id, str) or not distinct_id):

@@ -50,7 +50,7 @@ from serla._encode import _clean_str, sanitize
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from typing import Any, Callable, Final, Optional, Union
+    from typing import Any, Callable, Final, Union
 
     FlagValue = Union[bool, str]
 
@@ -88,10 +88,10 @@ class _Entry:
 
     def __init__(
         self,
-        flags: Optional[dict[str, FlagValue]],
+        flags: dict[str, FlagValue] | None,
         expires: float,
         stale_until: float,
-        reason: Optional[str] = None,
+        reason: str | None = None,
         max_age: float = DEFAULT_MAX_AGE,
     ) -> None:
         self.flags = flags
@@ -109,8 +109,8 @@ class _Pending:
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.flags: Optional[dict[str, FlagValue]] = None
-        self.reason: Optional[str] = None
+        self.flags: dict[str, FlagValue] | None = None
+        self.reason: str | None = None
         self.callbacks: list[Callable[[], None]] = []
 
 
@@ -129,10 +129,10 @@ class GetResult:
 
     def __init__(
         self,
-        status: Optional[int],
+        status: int | None,
         body: bytes = b"",
-        headers: Optional[dict[str, str]] = None,
-        error: Optional[str] = None,
+        headers: dict[str, str] | None = None,
+        error: str | None = None,
     ) -> None:
         self.status = status
         self.body = body
@@ -146,7 +146,7 @@ def is_enabled_value(value: object) -> bool:
     return value is not None and value is not False and value != "" and value != "off"
 
 
-def properties_json(properties: Optional[Mapping[str, Any]]) -> str:
+def properties_json(properties: Mapping[str, Any] | None) -> str:
     """The canonical JSON of ``properties`` (sorted keys, compact; ``""`` for none): the cache key part.
 
     Raises:
@@ -181,7 +181,7 @@ def flags_path(distinct_id: str, props_json: str) -> str:
     return path
 
 
-def parse_max_age(cache_control: Optional[str]) -> float:
+def parse_max_age(cache_control: str | None) -> float:
     """Seconds of freshness from a ``Cache-Control`` value, clamped to 1 s .. 1 h (30 s when absent)."""
     if not cache_control:
         return DEFAULT_MAX_AGE
@@ -196,7 +196,7 @@ def parse_max_age(cache_control: Optional[str]) -> float:
     return DEFAULT_MAX_AGE
 
 
-def parse_flags(body: bytes) -> Optional[dict[str, FlagValue]]:
+def parse_flags(body: bytes) -> dict[str, FlagValue] | None:
     """The ``flags`` map of a 200 answer, or ``None`` if the body is not one. Odd values are left out."""
     try:
         data = json.loads(body.decode("utf-8"))
@@ -207,7 +207,7 @@ def parse_flags(body: bytes) -> Optional[dict[str, FlagValue]]:
     return {k: v for k, v in data["flags"].items() if isinstance(v, (bool, str))}
 
 
-def _retry_after_seconds(value: Optional[str]) -> float:
+def _retry_after_seconds(value: str | None) -> float:
     try:
         seconds = float(value) if value is not None else 60.0
     except ValueError:
@@ -246,7 +246,7 @@ class FlagClient:
         *,
         flags_timeout: float = 1.0,
         cache_size: int = 10_000,
-        track: Optional[Callable[[str, str, dict[str, Any]], Any]] = None,
+        track: Callable[[str, str, dict[str, Any]], Any] | None = None,
         send_events: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -256,7 +256,7 @@ class FlagClient:
         self._track = track
         self._send_events = send_events
         self._clock = clock
-        self._local: Optional[dict[str, dict[str, FlagValue]]] = None  # serla.testing's values
+        self._local: dict[str, dict[str, FlagValue]] | None = None  # serla.testing's values
         self._init_state()
         _instances.add(self)
 
@@ -271,7 +271,7 @@ class FlagClient:
         self._idle = 0
         self._closed = False
         self._hold_until = 0.0
-        self._hold_reason: Optional[str] = None
+        self._hold_reason: str | None = None
         self._failures = 0  # consecutive network errors / timeouts / 5xx
         self._plan_warned = False
         self._no_id_warned = False
@@ -285,7 +285,7 @@ class FlagClient:
             "exposure_events": 0,
         }
         self._fallbacks: dict[str, int] = {}
-        self._last_error: Optional[str] = None
+        self._last_error: str | None = None
         self._max_age = DEFAULT_MAX_AGE
 
     def _reset_after_fork(self) -> None:
@@ -302,8 +302,8 @@ class FlagClient:
         self,
         key: str,
         fallback: Any,
-        distinct_id: Optional[str],
-        properties: Optional[Mapping[str, Any]],
+        distinct_id: str | None,
+        properties: Mapping[str, Any] | None,
     ) -> Any:
         """The flag's value for the user, or ``fallback``; never raises, waits at most ``flags_timeout``."""
         try:
@@ -316,19 +316,17 @@ class FlagClient:
             _warn_exc("serla: get_feature_flag() failed unexpectedly; returning the fallback")
             return fallback
 
-    def is_enabled(
-        self, key: str, distinct_id: Optional[str], properties: Optional[Mapping[str, Any]]
-    ) -> bool:
+    def is_enabled(self, key: str, distinct_id: str | None, properties: Mapping[str, Any] | None) -> bool:
         """:func:`is_enabled_value` of :meth:`get_flag` with ``False`` as the fallback."""
         return is_enabled_value(self.get_flag(key, False, distinct_id, properties))
 
     async def ais_enabled(
-        self, key: str, distinct_id: Optional[str], properties: Optional[Mapping[str, Any]]
+        self, key: str, distinct_id: str | None, properties: Mapping[str, Any] | None
     ) -> bool:
         """:meth:`is_enabled` for asyncio."""
         return is_enabled_value(await self.aget_flag(key, False, distinct_id, properties))
 
-    def get_all(self, distinct_id: Optional[str], properties: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    def get_all(self, distinct_id: str | None, properties: Mapping[str, Any] | None) -> dict[str, Any]:
         """Every flag for the user (a copy), or ``{}``; never raises."""
         try:
             flags, reason, pending, _user = self._begin(distinct_id, properties)
@@ -347,8 +345,8 @@ class FlagClient:
         self,
         key: str,
         fallback: Any,
-        distinct_id: Optional[str],
-        properties: Optional[Mapping[str, Any]],
+        distinct_id: str | None,
+        properties: Mapping[str, Any] | None,
     ) -> Any:
         """:meth:`get_flag` for asyncio: a miss is awaited, never blocking the event loop."""
         try:
@@ -361,9 +359,7 @@ class FlagClient:
             _warn_exc("serla: aget_feature_flag() failed unexpectedly; returning the fallback")
             return fallback
 
-    async def aget_all(
-        self, distinct_id: Optional[str], properties: Optional[Mapping[str, Any]]
-    ) -> dict[str, Any]:
+    async def aget_all(self, distinct_id: str | None, properties: Mapping[str, Any] | None) -> dict[str, Any]:
         """:meth:`get_all` for asyncio."""
         try:
             flags, reason, pending, _user = self._begin(distinct_id, properties)
@@ -378,7 +374,7 @@ class FlagClient:
             _warn_exc("serla: aget_all_feature_flags() failed unexpectedly; returning {}")
             return {}
 
-    def set_local(self, values: Optional[Mapping[str, FlagValue]], distinct_id: Optional[str] = None) -> None:
+    def set_local(self, values: Mapping[str, FlagValue] | None, distinct_id: str | None = None) -> None:
         """Answer from ``values`` instead of the server (for ``serla.testing``).
 
         ``set_local(None)`` goes back to the server.
@@ -442,8 +438,8 @@ class FlagClient:
     # -- the cache ---------------------------------------------------------------------------------------
 
     def _begin(
-        self, distinct_id: Optional[str], properties: Optional[Mapping[str, Any]]
-    ) -> tuple[Optional[dict[str, FlagValue]], Optional[str], Optional[_Pending], str]:
+        self, distinct_id: str | None, properties: Mapping[str, Any] | None
+    ) -> tuple[dict[str, FlagValue] | None, str | None, _Pending | None, str]:
         """Look up the cache: ``(flags, reason, pending, distinct_id)``; wait on ``pending`` if set."""
         if distinct_id is None:
             from serla._context import get_distinct_id
@@ -516,7 +512,7 @@ class FlagClient:
             )
         return "no_distinct_id"
 
-    def _enqueue(self, cache_key: tuple[str, str]) -> Optional[_Pending]:
+    def _enqueue(self, cache_key: tuple[str, str]) -> _Pending | None:
         """Queue a request for ``cache_key`` (the caller holds the lock); ``None`` when the queue is full."""
         if self._closed or len(self._jobs) >= MAX_QUEUED:
             return None
@@ -536,7 +532,7 @@ class FlagClient:
             self._cond.notify()
         return pending
 
-    def _wait(self, pending: _Pending) -> tuple[Optional[dict[str, FlagValue]], Optional[str]]:
+    def _wait(self, pending: _Pending) -> tuple[dict[str, FlagValue] | None, str | None]:
         if not pending.done.wait(self._timeout):
             self._warn_timeout()
             return None, "timeout"
@@ -550,7 +546,7 @@ class FlagClient:
             self._timeout,
         )
 
-    async def _await(self, pending: _Pending) -> tuple[Optional[dict[str, FlagValue]], Optional[str]]:
+    async def _await(self, pending: _Pending) -> tuple[dict[str, FlagValue] | None, str | None]:
         import asyncio
 
         if pending.done.is_set():
@@ -585,8 +581,8 @@ class FlagClient:
         key: str,
         fallback: Any,
         distinct_id: str,
-        flags: Optional[dict[str, FlagValue]],
-        reason: Optional[str],
+        flags: dict[str, FlagValue] | None,
+        reason: str | None,
     ) -> Any:
         if flags is None:
             self._count_fallback(reason or "unknown")
@@ -743,8 +739,8 @@ class FlagClient:
         self,
         cache_key: tuple[str, str],
         pending: _Pending,
-        flags: Optional[dict[str, FlagValue]],
-        reason: Optional[str],
+        flags: dict[str, FlagValue] | None,
+        reason: str | None,
         max_age: float = DEFAULT_MAX_AGE,
     ) -> None:
         with self._lock:
@@ -778,7 +774,7 @@ class FlagClient:
 _MISSING: Final = object()
 
 
-def _header(headers: Any, name: str) -> Optional[str]:
+def _header(headers: Any, name: str) -> str | None:
     try:
         value = headers.get(name)
         if value is None:

@@ -27,7 +27,7 @@ import weakref
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Optional
+    from typing import Any, Callable
 
     from serla._client import Serla
 
@@ -45,9 +45,7 @@ def _clients() -> list[Serla]:
     return alive
 
 
-def _report(
-    client: Serla, exc: BaseException, mechanism: str, extra: Optional[dict[str, Any]] = None
-) -> bool:
+def _report(client: Serla, exc: BaseException, mechanism: str, extra: dict[str, Any] | None = None) -> bool:
     context: dict[str, Any] = {"mechanism": mechanism, "handled": False}
     if extra:
         context.update(extra)

@@ -43,7 +43,7 @@ from serla._encode import encode, format_timestamp, sanitize
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from typing import Any, Callable, Final, Optional
+    from typing import Any, Callable, Final
 
 LLM_PATH: Final = "/api/v1/llm"
 MAX_IO_BYTES: Final = 256 * 1024
@@ -466,7 +466,7 @@ def fit(record: dict[str, Any], limit: int = MAX_IO_BYTES) -> dict[str, Any]:
 
 
 def apply_hook(
-    hook: Optional[Callable[[dict[str, Any]], Any]], record: dict[str, Any], capture_content: bool
+    hook: Callable[[dict[str, Any]], Any] | None, record: dict[str, Any], capture_content: bool
 ) -> dict[str, Any] | None:
     """Run ``before_send_llm`` on a record and re-check what it returns; ``None`` means drop.
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Optional
 
 from serla._client import Serla
 from serla._config import Config
 
 _lock = threading.Lock()
-_default: Optional[Serla] = None
+_default: Serla | None = None
 
 
 def _reinit_after_fork() -> None:

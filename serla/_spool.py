@@ -45,7 +45,7 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, Final, Optional
+from typing import Any, Callable, Final
 
 from serla._config import log_debug, warn_limited
 from serla._encode import MAX_REQUEST_BYTES
@@ -211,8 +211,8 @@ class Spool:
     def __init__(
         self,
         directory: str | os.PathLike[str],
-        host: Optional[str] = None,
-        api_key: Optional[str] = None,
+        host: str | None = None,
+        api_key: str | None = None,
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
@@ -476,8 +476,8 @@ class Spool:
         self,
         lane: str,
         max_batches: int = 1,
-        lease_seconds: Optional[float] = None,
-        keys: Optional[list[str]] = None,
+        lease_seconds: float | None = None,
+        keys: list[str] | None = None,
     ) -> list[SpooledBatch]:
         """Take up to ``max_batches`` of this host and key's batches that nobody holds, oldest first.
 
@@ -630,7 +630,7 @@ class Spool:
             except (sqlite3.Error, OSError) as exc:
                 raise classify(exc) from None
 
-    def waiting(self, lane: Optional[str] = None) -> int:
+    def waiting(self, lane: str | None = None) -> int:
         """The number of events of this host and key in the spool (leased or not), in one lane or all.
 
         Raises:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, TypedDict
+from typing import Any, TypedDict
 
 
 class LaneStats(TypedDict):
@@ -15,7 +15,7 @@ class LaneStats(TypedDict):
     """Records the server confirmed."""
     dropped: dict[str, int]
     """Reason -> records: ``plan`` (402), ``rejected`` (400), ``queue_full``, ``shutdown``..."""
-    disabled: Optional[str]
+    disabled: str | None
     """Why the lane is off for this process (``"plan"`` after a 402), or ``None``."""
 
 
@@ -64,5 +64,5 @@ class Stats(_ErrorStats, _FlagStats, _SpoolStats):
     state: str
     """``up``, ``rate_limited`` (429 with ``Retry-After``), ``paused`` (a refused key, the monthly quota)
     or ``down`` (network errors, timeouts, 5xx)."""
-    last_error: Optional[str]
+    last_error: str | None
     lanes: dict[str, LaneStats]

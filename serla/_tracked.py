@@ -29,20 +29,20 @@ def tracked(event: F) -> F: ...
 
 @overload
 def tracked(
-    event: Optional[str] = None,
+    event: str | None = None,
     *,
-    client: Optional[Serla] = None,
+    client: Serla | None = None,
     distinct_id: DistinctId = None,
-    properties: Optional[Mapping[str, Any]] = None,
+    properties: Mapping[str, Any] | None = None,
 ) -> Callable[[F], F]: ...
 
 
 def tracked(
     event: Any = None,
     *,
-    client: Optional[Serla] = None,
+    client: Serla | None = None,
     distinct_id: DistinctId = None,
-    properties: Optional[Mapping[str, Any]] = None,
+    properties: Mapping[str, Any] | None = None,
 ) -> Any:
     """Track an event each time the decorated callable is called (after it returns or raises).
 

@@ -43,7 +43,7 @@ import threading
 import weakref
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final, Optional
+from typing import TYPE_CHECKING, Any, Final
 
 from serla._client import IDENTIFY_PATH, Serla
 from serla._encode import encode
@@ -179,7 +179,7 @@ class CapturedEvents:
         self._rejections: list[Rejection] = []
         self._flag_values: dict[str, Any] = {}
         self._user_flag_values: dict[str, dict[str, Any]] = {}
-        self.client: Optional[Serla] = None
+        self.client: Serla | None = None
 
     # -- wiring clients ---------------------------------------------------------------------------------
 
@@ -333,11 +333,11 @@ class CapturedEvents:
 
     def find(
         self,
-        name: Optional[str] = None,
+        name: str | None = None,
         /,
         *,
-        distinct_id: Optional[str] = None,
-        properties: Optional[Mapping[str, Any]] = None,
+        distinct_id: str | None = None,
+        properties: Mapping[str, Any] | None = None,
         **props: Any,
     ) -> list[dict[str, Any]]:
         """Return the captured events that match, oldest first.
@@ -358,9 +358,9 @@ class CapturedEvents:
     def assert_tracked(
         self,
         name: str,
-        distinct_id: Optional[str] = None,
-        properties: Optional[Mapping[str, Any]] = None,
-        count: Optional[int] = None,
+        distinct_id: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        count: int | None = None,
     ) -> list[dict[str, Any]]:
         """Assert that an event was captured.
 
@@ -407,8 +407,8 @@ class CapturedEvents:
     def assert_not_tracked(
         self,
         name: str,
-        distinct_id: Optional[str] = None,
-        properties: Optional[Mapping[str, Any]] = None,
+        distinct_id: str | None = None,
+        properties: Mapping[str, Any] | None = None,
     ) -> None:
         """Assert that no matching event was captured.
 
@@ -427,7 +427,7 @@ class CapturedEvents:
             lines += [f"  - {_describe(e)}" for e in matches[:_SHOWN]]
             raise AssertionError("\n".join(lines))
 
-    def assert_identified(self, distinct_id: str, properties: Optional[Mapping[str, Any]] = None) -> None:
+    def assert_identified(self, distinct_id: str, properties: Mapping[str, Any] | None = None) -> None:
         """Assert that ``identify(distinct_id)`` was called and the merged properties include these.
 
         Args:
@@ -451,7 +451,7 @@ class CapturedEvents:
                 f"  merged properties: {_short(people[distinct_id])}"
             )
 
-    def set_flags(self, values: Mapping[str, Any], *, distinct_id: Optional[str] = None) -> None:
+    def set_flags(self, values: Mapping[str, Any], *, distinct_id: str | None = None) -> None:
         """Set the feature flag values the capturing clients answer, without a server.
 
         Clients made by this capture answer flags only from these values (an unset flag gives the
@@ -536,7 +536,7 @@ class CapturedEvents:
 
 @contextlib.contextmanager
 def capture(
-    client: Optional[Serla] = None,
+    client: Serla | None = None,
     *,
     set_default: bool = False,
     api_key: str = TEST_API_KEY,
@@ -584,7 +584,7 @@ def capture(
 # -- feature flags -------------------------------------------------------------------------------------
 
 
-def set_feature_flags(client: Serla, values: Mapping[str, Any], *, distinct_id: Optional[str] = None) -> None:
+def set_feature_flags(client: Serla, values: Mapping[str, Any], *, distinct_id: str | None = None) -> None:
     """Make ``client`` answer feature flags from ``values``, without a server (until cleared).
 
     From then on the client makes no flag request: ``get_feature_flag(key)`` returns ``values[key]``
@@ -640,7 +640,7 @@ class _Wiring:
 # -- matching and messages -----------------------------------------------------------------------------
 
 
-def _expected_props(properties: Optional[Mapping[str, Any]], extra: Mapping[str, Any]) -> dict[str, Any]:
+def _expected_props(properties: Mapping[str, Any] | None, extra: Mapping[str, Any]) -> dict[str, Any]:
     """Encode expected properties the way ``track()`` encodes them, so they compare as wire values."""
     merged = {**(properties or {}), **extra}
     if not merged:
@@ -671,7 +671,7 @@ def _prop_mismatches(actual: Mapping[str, Any], expected: Mapping[str, Any]) -> 
 
 
 def _mismatches(
-    event: Mapping[str, Any], name: Optional[str], distinct_id: Optional[str], expected: Mapping[str, Any]
+    event: Mapping[str, Any], name: str | None, distinct_id: str | None, expected: Mapping[str, Any]
 ) -> list[str]:
     """Why ``event`` doesn't match (empty when it does)."""
     why = []
@@ -685,7 +685,7 @@ def _mismatches(
     return why
 
 
-def _what(name: str, distinct_id: Optional[str], expected: Mapping[str, Any]) -> str:
+def _what(name: str, distinct_id: str | None, expected: Mapping[str, Any]) -> str:
     text = f"{name!r} event"
     if distinct_id is not None:
         text += f" for distinct_id={distinct_id!r}"

@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Optional, TextIO
+from typing import TextIO
 
 
 class Plan(enum.Enum):
@@ -113,7 +113,7 @@ def run(out: TextIO, *, events: int = 5) -> int:
     return 0 if ok else 1
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``serla demo``.
 
     Args:

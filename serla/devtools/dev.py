@@ -40,7 +40,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from types import FrameType
-from typing import Any, Callable, Final, Optional, TextIO
+from typing import Any, Callable, Final, TextIO
 from urllib.parse import parse_qs
 
 from serla._version import __version__
@@ -639,7 +639,7 @@ class _Stop(BaseException):
     """Raised by the SIGTERM/SIGINT handlers to leave the wait."""
 
 
-def _raise_stop(signum: int, frame: Optional[FrameType]) -> None:
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signum)
 
 

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from serla.devtools.validation import MALFORMED as _MALFORMED
 from serla.devtools.validation import format_issue as _format_issue
@@ -77,9 +77,9 @@ class ParsedFrame(NamedTuple):
     """The top frame the server reads from a stack (``ParsedFrame`` in ``fingerprint.ts``)."""
 
     file: str
-    fn: Optional[str]
-    line: Optional[int]
-    column: Optional[int]
+    fn: str | None
+    line: int | None
+    column: int | None
 
 
 # JavaScript's ``.`` excludes every line terminator and its ``\d`` is ASCII only; ``$`` (no m flag) is the
@@ -100,7 +100,7 @@ def _normalize_file(file: str) -> str:
     return _CHUNK_HASH.sub(".js", f, count=1)
 
 
-def parse_top_frame(stack: Optional[str]) -> Optional[ParsedFrame]:
+def parse_top_frame(stack: str | None) -> ParsedFrame | None:
     """The server's ``parseTopFrame``: the first line that parses as a V8 or Firefox frame.
 
     Args:
@@ -149,7 +149,7 @@ def _js_slice(text: str, end: int) -> str:
     return data.decode("utf-16-le", "surrogatepass")
 
 
-def compute_fingerprint(type: Optional[str], message: Optional[str], stack: Optional[str]) -> str:
+def compute_fingerprint(type: str | None, message: str | None, stack: str | None) -> str:
     """The server's ``computeFingerprint``: 32 hex of SHA-256 over ``type|file|fn`` or ``type|message``.
 
     Args:
@@ -418,7 +418,7 @@ class ErrorsEndpoint:
         store: Where accepted reports go.
     """
 
-    def __init__(self, server: SerlaServer, store: Optional[ErrorStore] = None) -> None:
+    def __init__(self, server: SerlaServer, store: ErrorStore | None = None) -> None:
         self._server = server
         self.store = store if store is not None else ErrorStore()
         self.free_keys: set[str] = set()
@@ -464,7 +464,7 @@ class ErrorsEndpoint:
         """Every error group (see :meth:`ErrorStore.groups`)."""
         return self.store.groups()
 
-    def wait_for_reports(self, n: int, timeout: Optional[float] = 5.0) -> bool:
+    def wait_for_reports(self, n: int, timeout: float | None = 5.0) -> bool:
         """Wait until at least ``n`` reports were accepted since the server started; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -482,7 +482,7 @@ class ErrorsEndpoint:
             self._accepted = 0
 
 
-def register(server: SerlaServer, store: Optional[ErrorStore] = None) -> ErrorsEndpoint:
+def register(server: SerlaServer, store: ErrorStore | None = None) -> ErrorsEndpoint:
     """Make the endpoint that serves ``POST /api/v1/errors`` on ``server`` (through its ``ROUTES`` entry).
 
     Returns:

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from serla._encode import format_timestamp
 from serla._llm import MAX_IO_BYTES, json_size
@@ -189,7 +189,7 @@ def lookup_price(model: str) -> tuple[float, float] | None:
     return None
 
 
-def compute_cost(model: str, input_tokens: Optional[int], output_tokens: Optional[int]) -> float | None:
+def compute_cost(model: str, input_tokens: int | None, output_tokens: int | None) -> float | None:
     """``(in * input_price + out * output_price) / 1e6``, or ``None`` without both counts or a price."""
     if input_tokens is None or output_tokens is None:
         return None
@@ -338,7 +338,7 @@ class LlmStore(Protocol):
     def add_generation(self, row: dict[str, Any]) -> None:
         """Keep one stored row (see :meth:`LlmEndpoint.rows` for its keys)."""
 
-    def generations(self, limit: Optional[int] = None) -> list[dict[str, Any]]:
+    def generations(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The stored rows, oldest first (the newest ``limit`` when given)."""
 
     def clear_generations(self) -> None:
@@ -357,7 +357,7 @@ class MemoryLlmStore:
         with self._lock:
             self._rows.append(row)
 
-    def generations(self, limit: Optional[int] = None) -> list[dict[str, Any]]:
+    def generations(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The rows, oldest first."""
         with self._lock:
             rows = list(self._rows)
@@ -416,10 +416,10 @@ class LlmEndpoint:
         self,
         server: SerlaServer,
         *,
-        store: Optional[LlmStore] = None,
-        free_keys: Optional[set[str]] = None,
-        rate_limit: Optional[int] = None,
-        clock: Optional[Callable[[], float]] = None,
+        store: LlmStore | None = None,
+        free_keys: set[str] | None = None,
+        rate_limit: int | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         """Register the route on ``server``.
 
@@ -450,7 +450,7 @@ class LlmEndpoint:
         """
         return self.store.generations()
 
-    def wait_for(self, n: int, timeout: Optional[float] = 5.0) -> bool:
+    def wait_for(self, n: int, timeout: float | None = 5.0) -> bool:
         """Wait until at least ``n`` rows were stored since creation or :meth:`clear`; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -631,7 +631,7 @@ class SQLiteLlmStore:
                 (row["model"], json.dumps(row, ensure_ascii=False)),
             )
 
-    def generations(self, limit: Optional[int] = None) -> list[dict[str, Any]]:
+    def generations(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The rows, oldest first."""
         if limit is None:
             rows = self._store._query("SELECT data FROM llm_generations ORDER BY seq")

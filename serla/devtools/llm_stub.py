@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any
 
 __all__ = ["VendorStub"]
 
@@ -71,16 +71,16 @@ class VendorStub:
             port: ``0`` picks a free port.
         """
         self._address = (host, port)
-        self.reply: Optional[str] = None
+        self.reply: str | None = None
         self.requests: list[tuple[str, Any]] = []
-        self.hold: Optional[threading.Event] = None
+        self.hold: threading.Event | None = None
         self.hold_timeout = 10.0
         self.chunk_delay = 0.0
-        self.cut_after: Optional[int] = None
+        self.cut_after: int | None = None
         self._failures: list[tuple[int, str]] = []
         self._lock = threading.Lock()
-        self._httpd: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
@@ -233,7 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _sse(self, events: Iterator[tuple[Optional[str], str]]) -> None:
+    def _sse(self, events: Iterator[tuple[str | None, str]]) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
@@ -300,7 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
-        def chunk(delta: dict[str, Any], finish: Optional[str]) -> str:
+        def chunk(delta: dict[str, Any], finish: str | None) -> str:
             return json.dumps(
                 {
                     "id": ident,
@@ -313,7 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
                 }
             )
 
-        def events() -> Iterator[tuple[Optional[str], str]]:
+        def events() -> Iterator[tuple[str | None, str]]:
             yield None, chunk({"role": "assistant", "content": "", "refusal": None}, None)
             for i, word in enumerate(text.split(" ")):
                 yield None, chunk({"content": word if i == 0 else " " + word}, None)
@@ -364,7 +364,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
 
-        def chunk(delta: dict[str, Any], finish: Optional[str]) -> tuple[Optional[str], str]:
+        def chunk(delta: dict[str, Any], finish: str | None) -> tuple[str | None, str]:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model}
             return None, json.dumps({**data, "choices": [choice]})
@@ -380,7 +380,7 @@ class _Handler(BaseHTTPRequestHandler):
             {"index": 0, "function": {"arguments": part}} for part in (arguments[:half], arguments[half:])
         ]
 
-        def events() -> Iterator[tuple[Optional[str], str]]:
+        def events() -> Iterator[tuple[str | None, str]]:
             yield chunk({"role": "assistant", "content": None, "tool_calls": [first]}, None)
             for part in parts:
                 yield chunk({"tool_calls": [part]}, None)
@@ -439,10 +439,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, response("completed", True))
             return
 
-        def events() -> Iterator[tuple[Optional[str], str]]:
+        def events() -> Iterator[tuple[str | None, str]]:
             seq = 0
 
-            def event(kind: str, **fields: Any) -> tuple[Optional[str], str]:
+            def event(kind: str, **fields: Any) -> tuple[str | None, str]:
                 nonlocal seq
                 seq += 1
                 return kind, json.dumps({"type": kind, "sequence_number": seq - 1, **fields})
@@ -499,7 +499,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, message)
             return
 
-        def events() -> Iterator[tuple[Optional[str], str]]:
+        def events() -> Iterator[tuple[str | None, str]]:
             start = {**message, "content": [], "stop_reason": None}
             start["usage"] = {**message["usage"], "output_tokens": 1}
             yield "message_start", json.dumps({"type": "message_start", "message": start})

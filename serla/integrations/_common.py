@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Mapping
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from serla._config import log_debug, warn_limited
 from serla._context import (
@@ -45,7 +45,7 @@ def browser_session(header: str | None, cookie_header: str | None) -> str | None
     return session_from_cookie(cookie_header)
 
 
-def _check(resolver: Optional[Resolver], name: str, where: str) -> Optional[Resolver]:
+def _check(resolver: Resolver | None, name: str, where: str) -> Resolver | None:
     if resolver is not None and not callable(resolver):
         raise TypeError(f"{where}: {name} must be a callable (request -> value) or None")
     return resolver
@@ -73,10 +73,10 @@ class Resolvers:
 
     def __init__(
         self,
-        distinct_id: Optional[Resolver] = None,
-        session_id: Optional[Resolver] = None,
-        groups: Optional[Resolver] = None,
-        properties: Optional[Resolver] = None,
+        distinct_id: Resolver | None = None,
+        session_id: Resolver | None = None,
+        groups: Resolver | None = None,
+        properties: Resolver | None = None,
         request_sessions: bool = True,
         where: str = "serla integration",
     ) -> None:

@@ -22,7 +22,7 @@ connection). The middleware adds no I/O and never blocks the event loop: it read
 from __future__ import annotations
 
 from collections.abc import Awaitable, MutableMapping
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from serla._context import Scope, enter, leave
 from serla.integrations._common import Resolver, Resolvers, browser_session
@@ -55,10 +55,10 @@ class SerlaMiddleware:
         self,
         app: ASGIApp,
         *,
-        distinct_id: Optional[Resolver] = None,
-        session_id: Optional[Resolver] = None,
-        groups: Optional[Resolver] = None,
-        properties: Optional[Resolver] = None,
+        distinct_id: Resolver | None = None,
+        session_id: Resolver | None = None,
+        groups: Resolver | None = None,
+        properties: Resolver | None = None,
         request_sessions: bool = True,
     ) -> None:
         self.app = app

@@ -28,7 +28,7 @@ after the middleware returned, outside the request's context: pass ``distinct_id
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings  # type: ignore[import-untyped]
@@ -81,10 +81,10 @@ class SerlaMiddleware:
     sync_capable: ClassVar[bool] = True
     async_capable: ClassVar[bool] = True
 
-    distinct_id: ClassVar[Optional[Resolver]] = staticmethod(default_distinct_id)
-    session_id: ClassVar[Optional[Resolver]] = None
-    groups: ClassVar[Optional[Resolver]] = None
-    properties: ClassVar[Optional[Resolver]] = None
+    distinct_id: ClassVar[Resolver | None] = staticmethod(default_distinct_id)
+    session_id: ClassVar[Resolver | None] = None
+    groups: ClassVar[Resolver | None] = None
+    properties: ClassVar[Resolver | None] = None
     request_sessions: ClassVar[bool] = True
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:

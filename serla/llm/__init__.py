@@ -38,7 +38,7 @@ and OpenAI's ``.stream()`` helpers are not recorded, and nothing is patched glob
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 try:
     import wrapt  # noqa: F401
@@ -59,11 +59,11 @@ T = TypeVar("T")
 def wrap_openai(
     client: T,
     *,
-    serla_client: Optional[Serla] = None,
-    distinct_id: Optional[str] = None,
-    trace_id: Optional[str] = None,
-    parent_id: Optional[str] = None,
-    metadata: Optional[Mapping[str, Any]] = None,
+    serla_client: Serla | None = None,
+    distinct_id: str | None = None,
+    trace_id: str | None = None,
+    parent_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> T:
     """Wrap an ``openai.OpenAI`` or ``openai.AsyncOpenAI`` (or ``AzureOpenAI``) client.
 
@@ -89,11 +89,11 @@ def wrap_openai(
 def wrap_anthropic(
     client: T,
     *,
-    serla_client: Optional[Serla] = None,
-    distinct_id: Optional[str] = None,
-    trace_id: Optional[str] = None,
-    parent_id: Optional[str] = None,
-    metadata: Optional[Mapping[str, Any]] = None,
+    serla_client: Serla | None = None,
+    distinct_id: str | None = None,
+    trace_id: str | None = None,
+    parent_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> T:
     """Wrap an ``anthropic.Anthropic`` or ``anthropic.AsyncAnthropic`` client.
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Union
 
 import wrapt
 
@@ -63,12 +63,12 @@ class Observer:
 
     def __init__(self, capture: bool) -> None:
         self.capture = capture
-        self.model: Optional[str] = None
+        self.model: str | None = None
         self.text: list[str] = []
-        self.input_tokens: Optional[int] = None
-        self.output_tokens: Optional[int] = None
-        self.total_tokens: Optional[int] = None
-        self.error: Optional[str] = None
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.total_tokens: int | None = None
+        self.error: str | None = None
         self.meta: dict[str, Any] = {}
 
     def on_chunk(self, chunk: Any) -> None:
@@ -99,11 +99,11 @@ class Options:
 
     def __init__(
         self,
-        client: Optional[Serla],
-        distinct_id: Optional[str],
-        trace_id: Optional[str],
-        parent_id: Optional[str],
-        metadata: Optional[Mapping[str, Any]],
+        client: Serla | None,
+        distinct_id: str | None,
+        trace_id: str | None,
+        parent_id: str | None,
+        metadata: Mapping[str, Any] | None,
     ) -> None:
         if client is not None and not isinstance(client, Serla):
             raise TypeError(
@@ -117,7 +117,7 @@ class Options:
         self.parent_id = parent_id
         self.metadata = dict(metadata) if metadata else None
 
-    def serla(self) -> Optional[Serla]:
+    def serla(self) -> Serla | None:
         """The client records go to: the one given, else the process default (made from the environment)."""
         if self.client is not None:
             return self.client
@@ -135,7 +135,7 @@ class _Call:
         self.api = api
         self.opts = opts
         self.done = False
-        self.first: Optional[float] = None
+        self.first: float | None = None
         extra = {k: kwargs.pop(k) for k in _SERLA_KWARGS if k in kwargs}
         self.extra = extra
         self.client = opts.serla()
@@ -203,7 +203,7 @@ class _Call:
         self.finish(fields)
 
 
-def _begin(api: Api, opts: Options, kwargs: dict[str, Any]) -> Optional[_Call]:
+def _begin(api: Api, opts: Options, kwargs: dict[str, Any]) -> _Call | None:
     try:
         return _Call(api, opts, kwargs)
     except Exception:
@@ -260,7 +260,7 @@ class _StreamBase(wrapt.ObjectProxy):  # type: ignore[type-arg]
     def __init__(self, stream: Any, call: _Call) -> None:
         super().__init__(stream)
         self._self_call = call
-        self._self_obs: Optional[Observer] = None
+        self._self_obs: Observer | None = None
         try:
             self._self_obs = call.api.observer(call.capture)
         except Exception:
@@ -278,7 +278,7 @@ class _StreamBase(wrapt.ObjectProxy):  # type: ignore[type-arg]
                 self._self_obs = None
                 logger.warning("serla.llm: reading a stream chunk failed", exc_info=True)
 
-    def _self_end(self, exc: Optional[BaseException] = None, *, closed: bool = False) -> None:
+    def _self_end(self, exc: BaseException | None = None, *, closed: bool = False) -> None:
         call = self._self_call
         if call.done:
             return
@@ -376,7 +376,7 @@ class ManagerProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
         self._self_call = call
         self._self_stream: Any = None
 
-    def _self_exit(self, exc: Optional[BaseException]) -> None:
+    def _self_exit(self, exc: BaseException | None) -> None:
         call = self._self_call
         if exc is not None:
             call.failed(exc)
@@ -470,7 +470,7 @@ def _rewrapping(method: Callable[..., Any], tree: Tree, opts: Options) -> Callab
     return call
 
 
-def usage_number(usage: Any, name: str) -> Optional[int]:
+def usage_number(usage: Any, name: str) -> int | None:
     """``usage.<name>`` as an int, or ``None`` when absent or not an int."""
     if usage is None:
         return None

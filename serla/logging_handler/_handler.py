@@ -26,7 +26,7 @@ import threading
 import traceback
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any, Final, Optional
+from typing import Any, Final
 
 from serla import _registry, _worker
 from serla._client import Serla
@@ -125,7 +125,7 @@ def _check_keys(option: str, keys: Any) -> tuple[str, ...]:
     return out
 
 
-def _check_name(option: str, value: Any) -> Optional[str]:
+def _check_name(option: str, value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value:
@@ -133,7 +133,7 @@ def _check_name(option: str, value: Any) -> Optional[str]:
     return value
 
 
-def _as_id(value: Any) -> Optional[str]:
+def _as_id(value: Any) -> str | None:
     """A usable distinct_id from a record value: a non-empty string, or an int or UUID as text."""
     if isinstance(value, str):
         return value or None
@@ -160,7 +160,7 @@ def _exc_tuple(value: Any) -> Any:
     return None
 
 
-def _exception_properties(props: dict[str, Any], exc_info: Any, exc_text: Optional[str]) -> None:
+def _exception_properties(props: dict[str, Any], exc_info: Any, exc_text: str | None) -> None:
     """Add ``exception.type``, ``exception.message`` and ``exception.stacktrace`` (OTel's names)."""
     if not exc_info or len(exc_info) != 3 or exc_info[0] is None:
         return
@@ -176,7 +176,7 @@ def _exception_properties(props: dict[str, Any], exc_info: Any, exc_text: Option
             props["exception.stacktrace"] = "".join(traceback.format_exception(etype, value, tb)).rstrip("\n")
 
 
-def _level_number(option: str, value: Any) -> Optional[int]:
+def _level_number(option: str, value: Any) -> int | None:
     """A logging level given as a number or a name, or None; ValueError/TypeError for anything else."""
     if value is None:
         return None
@@ -275,18 +275,18 @@ class SerlaHandler(logging.Handler):
 
     def __init__(
         self,
-        client: Optional[Serla] = None,
+        client: Serla | None = None,
         *,
-        api_key: Optional[str] = None,
-        host: Optional[str] = None,
-        client_options: Optional[Mapping[str, Any]] = None,
+        api_key: str | None = None,
+        host: str | None = None,
+        client_options: Mapping[str, Any] | None = None,
         level: int | str = logging.NOTSET,
-        all_records_as: Optional[str] = None,
-        default_distinct_id: Optional[str] = None,
+        all_records_as: str | None = None,
+        default_distinct_id: str | None = None,
         event_keys: Iterable[str] = DEFAULT_EVENT_KEYS,
         distinct_id_keys: Iterable[str] = DEFAULT_DISTINCT_ID_KEYS,
         include_message: bool = True,
-        flush_timeout: Optional[float] = DEFAULT_FLUSH_TIMEOUT,
+        flush_timeout: float | None = DEFAULT_FLUSH_TIMEOUT,
         errors_level: int | str | None = None,
     ) -> None:
         self._errors_level = _level_number("errors_level", errors_level)
@@ -315,7 +315,7 @@ class SerlaHandler(logging.Handler):
         self._dropped: dict[str, int] = {}
         self._tracked = 0
         self._owned = False
-        self._client: Optional[Serla] = None
+        self._client: Serla | None = None
         self._limit: tuple[Any, int] = (None, 0)  # (client, see _queue_limit), replaced whole
         super().__init__(level)  # checks the level before a client is created
         self._client = self._resolve_client(client, api_key, host, client_options)
@@ -324,11 +324,11 @@ class SerlaHandler(logging.Handler):
 
     def _resolve_client(
         self,
-        client: Optional[Serla],
-        api_key: Optional[str],
-        host: Optional[str],
-        client_options: Optional[Mapping[str, Any]],
-    ) -> Optional[Serla]:
+        client: Serla | None,
+        api_key: str | None,
+        host: str | None,
+        client_options: Mapping[str, Any] | None,
+    ) -> Serla | None:
         if client is not None:
             if isinstance(client, str):
                 raise TypeError(
@@ -366,7 +366,7 @@ class SerlaHandler(logging.Handler):
     # -- public API ------------------------------------------------------------------------------------
 
     @property
-    def client(self) -> Optional[Serla]:
+    def client(self) -> Serla | None:
         """The client events go to now (``None`` if it is the default client and none exists yet)."""
         if self._client is not None:
             return self._client
@@ -487,7 +487,7 @@ class SerlaHandler(logging.Handler):
 
     # -- internals -------------------------------------------------------------------------------------
 
-    def _wait_budget(self) -> Optional[float]:
+    def _wait_budget(self) -> float | None:
         return 0.0 if _inside_logging_configuration() else self._flush_timeout
 
     def _queue_limit(self, client: Serla) -> int:
@@ -563,7 +563,7 @@ class SerlaHandler(logging.Handler):
         ):
             self._errors_reported += 1
 
-    def _event_name(self, record: logging.LogRecord) -> Optional[str]:
+    def _event_name(self, record: logging.LogRecord) -> str | None:
         """The event a record names (see :data:`DEFAULT_EVENT_KEYS`), else ``all_records_as``."""
         values = record.__dict__
         for key in self._event_keys:
@@ -589,7 +589,7 @@ class SerlaHandler(logging.Handler):
         values = record.__dict__
         msg = record.msg
         exc_info: Any = record.exc_info
-        message: Optional[str]
+        message: str | None
         if type(msg) is not str and isinstance(msg, Mapping) and not record.args:
             # A dict message (structlog's wrap_for_formatter, JSON-logger style): its items are fields.
             fields = dict(msg)

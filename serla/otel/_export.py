@@ -14,7 +14,7 @@ client's own (see the README's OpenTelemetry section, "Exit").
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
@@ -77,15 +77,15 @@ class SerlaSpanProcessor(SpanProcessor):
 
     def __init__(
         self,
-        client: Optional[Serla] = None,
+        client: Serla | None = None,
         *,
-        distinct_id_key: Optional[str] = None,
-        fallback_distinct_id: Optional[str] = None,
+        distinct_id_key: str | None = None,
+        fallback_distinct_id: str | None = None,
         span_attributes: AttributeFilter = True,
         span_events: bool = True,
         spans: SpanSelector = None,
         errors: bool = False,
-        llm: Optional[bool] = None,
+        llm: bool | None = None,
     ) -> None:
         self._translator = SpanTranslator(
             client,
@@ -153,10 +153,10 @@ class SerlaLogRecordProcessor(LogRecordProcessor):
 
     def __init__(
         self,
-        client: Optional[Serla] = None,
+        client: Serla | None = None,
         *,
-        distinct_id_key: Optional[str] = None,
-        fallback_distinct_id: Optional[str] = None,
+        distinct_id_key: str | None = None,
+        fallback_distinct_id: str | None = None,
     ) -> None:
         self._translator = LogTranslator(
             client,
@@ -226,14 +226,14 @@ class SerlaSpanExporter(SpanExporter):
 
     def __init__(
         self,
-        client: Optional[Serla] = None,
+        client: Serla | None = None,
         *,
-        distinct_id_key: Optional[str] = None,
-        fallback_distinct_id: Optional[str] = None,
+        distinct_id_key: str | None = None,
+        fallback_distinct_id: str | None = None,
         span_attributes: AttributeFilter = True,
         span_events: bool = True,
         spans: SpanSelector = None,
-        llm: Optional[bool] = None,
+        llm: bool | None = None,
     ) -> None:
         self._translator = SpanTranslator(
             client,
@@ -299,10 +299,10 @@ class SerlaLogRecordExporter(LogRecordExporter):
 
     def __init__(
         self,
-        client: Optional[Serla] = None,
+        client: Serla | None = None,
         *,
-        distinct_id_key: Optional[str] = None,
-        fallback_distinct_id: Optional[str] = None,
+        distinct_id_key: str | None = None,
+        fallback_distinct_id: str | None = None,
     ) -> None:
         self._translator = LogTranslator(
             client,

@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from serla._client import Serla
 
@@ -52,7 +52,7 @@ MODEL_CALLS = frozenset({"chat", "text_completion", "generate_content", "embeddi
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 
-def llm_enabled(option: Optional[bool]) -> bool:
+def llm_enabled(option: bool | None) -> bool:
     """The ``llm`` option, or ``SERLA_OTEL_LLM`` when it is ``None``.
 
     Raises:
@@ -88,7 +88,7 @@ def _indexed(attrs: Mapping[str, Any], prefix: str) -> list[dict[str, Any]]:
     return [items[i] for i in sorted(items)]
 
 
-def _int(value: Any) -> Optional[int]:
+def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
@@ -100,7 +100,7 @@ class GenAiTranslator:
         distinct_id_keys: Span attribute keys tried, in order, for the user.
     """
 
-    def __init__(self, client: Callable[[], Optional[Serla]], distinct_id_keys: tuple[str, ...]) -> None:
+    def __init__(self, client: Callable[[], Serla | None], distinct_id_keys: tuple[str, ...]) -> None:
         self._client = client
         self._keys = distinct_id_keys
         self.recorded = 0
@@ -209,7 +209,7 @@ class GenAiTranslator:
         return inp, _indexed(attrs, "gen_ai.completion.") or None
 
 
-def for_translator(translator: Any, option: Optional[bool]) -> Optional[GenAiTranslator]:
+def for_translator(translator: Any, option: bool | None) -> GenAiTranslator | None:
     """A :class:`GenAiTranslator` sharing a span translator's client and user keys, if ``llm`` is on."""
     if not llm_enabled(option):
         return None

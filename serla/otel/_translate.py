@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Collection, Mapping
 from functools import partial
 from types import MappingProxyType
-from typing import Any, Callable, Final, Optional, Union
+from typing import Any, Callable, Final, Union
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
@@ -166,10 +166,10 @@ class _Base:
 
     def __init__(
         self,
-        client: Optional[Serla],
+        client: Serla | None,
         *,
-        distinct_id_key: Optional[str],
-        fallback_distinct_id: Optional[str],
+        distinct_id_key: str | None,
+        fallback_distinct_id: str | None,
         wait_for_room: bool,
     ) -> None:
         if client is not None and not callable(getattr(client, "track", None)):
@@ -330,10 +330,10 @@ class SpanTranslator(_Base):
 
     def __init__(
         self,
-        client: Optional[Serla],
+        client: Serla | None,
         *,
-        distinct_id_key: Optional[str] = None,
-        fallback_distinct_id: Optional[str] = None,
+        distinct_id_key: str | None = None,
+        fallback_distinct_id: str | None = None,
         wait_for_room: bool = False,
         span_attributes: AttributeFilter = True,
         span_events: bool = True,
@@ -611,10 +611,10 @@ class LogTranslator(_Base):
 
     def __init__(
         self,
-        client: Optional[Serla],
+        client: Serla | None,
         *,
-        distinct_id_key: Optional[str] = None,
-        fallback_distinct_id: Optional[str] = None,
+        distinct_id_key: str | None = None,
+        fallback_distinct_id: str | None = None,
         wait_for_room: bool = False,
     ) -> None:
         super().__init__(
