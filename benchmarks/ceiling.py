@@ -250,6 +250,7 @@ def analyse(server: Any, results: list[dict[str, Any]], k: float, window: float)
         "throughput_per_window": (len(stored) / span * window) if span > 0 else float("nan"),
         "dropped": _sum_dropped(results),
         "failed_producers": [r for r in results if r.get("killed") or r.get("failed") is not None],
+        "timeline": timeline_figures(server, window),
     }
 
 
@@ -262,9 +263,61 @@ def _sum_dropped(results: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def new_server(window: float) -> Any:
+    """The contract server with its real limits (on by default) and a window of ``window`` seconds,
+    recording ``(time, process, status, events)`` for each batch request in ``timeline``."""
     from serla.devtools.server import SerlaServer
 
-    return SerlaServer(rate_limit_window=window).start()  # the real limits, on by default
+    class TimedServer(SerlaServer):
+        timeline: list[tuple[float, str, int, int]]
+
+        def handle(self, request: Any) -> Any:
+            response = super().handle(request)
+            if request.path == "/api/v1/events/batch":
+                # the idempotency key starts with a random prefix per process
+                who = (request.idempotency_key or "")[:8]
+                status = 0 if response is None else response.status
+                self.timeline.append((time.time(), who, status, request.event_count))
+            return response
+
+    server = TimedServer(rate_limit_window=window)
+    server.timeline = []
+    return server.start()
+
+
+def timeline_figures(server: Any, window: float) -> dict[str, Any]:
+    """Where the request budget went: 2xx requests per (server) window, idle time, unequal shares."""
+    rows = sorted(server.timeline)
+    if not rows:
+        return {}
+    # the server's fixed windows: one starts at the first request after the previous one ended
+    windows: list[list[tuple[float, str, int, int]]] = []
+    end = -1.0
+    for row in rows:
+        if row[0] >= end:
+            windows.append([])
+            end = row[0] + window
+        windows[-1].append(row)
+    ok_per_window = [sum(1 for r in w if 200 <= r[2] < 300) for w in windows]
+    span = rows[-1][0] - rows[0][0]
+    per_proc: dict[str, list[int]] = {}
+    for _, who, status, count in rows:
+        p = per_proc.setdefault(who, [0, 0, 0])
+        if 200 <= status < 300:
+            p[0] += 1
+            p[1] += count
+        elif status == 429:
+            p[2] += 1
+    ok = [r for r in rows if 200 <= r[2] < 300]
+    full = sum(1 for r in ok if r[3] >= EVENTS_PER_REQUEST)
+    return {
+        "windows": len(windows),
+        "windows_per_span": span / window,
+        "ok_per_window": ok_per_window,
+        "ok_per_window_median": statistics.median(ok_per_window),
+        "full_requests_share": full / len(ok) if ok else 0.0,
+        "requests_per_process": sorted(p[0] for p in per_proc.values()),
+        "answers_429_per_process": sorted(p[2] for p in per_proc.values()),
+    }
 
 
 def scenario_burst(n: int, window: float, k: float) -> dict[str, Any]:
@@ -457,6 +510,35 @@ def report(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def progress(res: dict[str, Any], name: str, path: str | None) -> None:
+    """Log a finished scenario's headline figures; save what is done so far."""
+    r = res[name]
+    keys = (
+        "met",
+        "lost",
+        "duplicated",
+        "answers_429",
+        "events_per_request",
+        "ratio",
+        "drain_s",
+        "delay_median_s",
+        "delay_p95_s",
+        "share_of_ceiling",
+        "peak_rss_growth_bytes",
+        "dropped",
+    )
+    log(
+        f"{name}: "
+        + ", ".join(
+            f"{key}={r[key]:.3g}" if isinstance(r[key], float) else f"{key}={r[key]}"
+            for key in keys
+            if key in r
+        )
+    )
+    if path:
+        Path(path).write_text(json.dumps(res, indent=1, default=str))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="under 3 min: window 3 s, shorter fleets")
@@ -478,18 +560,23 @@ def main() -> int:
     if "burst" in only:
         log(f"burst: 100,000 events, window {window:g} s")
         res["burst"] = scenario_burst(100_000, window, k)
+        progress(res, "burst", args.json)
     if "memory" in only:
         log("memory: 1,000,000 events")
         res["memory"] = scenario_memory(1_000_000, window, k)
+        progress(res, "memory", args.json)
     if "fleet8" in only:
         log(f"fleet8: 8 processes x 20/s for {minutes:g} min")
         res["fleet8"] = scenario_fleet("fleet8", 8, 20.0, minutes, window, k)
+        progress(res, "fleet8", args.json)
     if "fleet30" in only:
         log(f"fleet30: 30 processes x 5/s for {minutes:g} min")
         res["fleet30"] = scenario_fleet("fleet30", 30, 5.0, minutes, window, k)
+        progress(res, "fleet30", args.json)
     if "fleet30_over" in only:
         log(f"fleet30_over: 30 processes x 8/s for {minutes:g} min")
         res["fleet30_over"] = scenario_fleet("fleet30_over", 30, 8.0, minutes, window, k)
+        progress(res, "fleet30_over", args.json)
     res["elapsed_s"] = time.time() - res["started"]
     text = report(res)
     print(text)
