@@ -298,6 +298,8 @@ def timeline_figures(server: Any, window: float) -> dict[str, Any]:
             end = row[0] + window
         windows[-1].append(row)
     ok_per_window = [sum(1 for r in w if 200 <= r[2] < 300) for w in windows]
+    events_per_window = [sum(r[3] for r in w if 200 <= r[2] < 300) for w in windows]
+    inner = events_per_window[1:-1]  # the first (ramp) and last (drain) windows left out
     span = rows[-1][0] - rows[0][0]
     per_proc: dict[str, list[int]] = {}
     for _, who, status, count in rows:
@@ -314,6 +316,8 @@ def timeline_figures(server: Any, window: float) -> dict[str, Any]:
         "windows_per_span": span / window,
         "ok_per_window": ok_per_window,
         "ok_per_window_median": statistics.median(ok_per_window),
+        "events_per_window": events_per_window,
+        "inner_windows_share_of_ceiling": (statistics.mean(inner) / CEILING) if inner else float("nan"),
         "full_requests_share": full / len(ok) if ok else 0.0,
         "requests_per_process": sorted(p[0] for p in per_proc.values()),
         "answers_429_per_process": sorted(p[2] for p in per_proc.values()),
