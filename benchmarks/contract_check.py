@@ -31,7 +31,7 @@ def main() -> None:
     except ImportError as exc:
         _emit({"available": False, "reason": f"{type(exc).__name__}: {exc}"})
         return
-    server = SerlaServer(max_recorded_requests=None)
+    server = SerlaServer(max_recorded_requests=None, rate_limits=False)  # the e2e figure has no limit
     server.start()
     try:
         params = {"scenario": "e2e", "host": server.url, "n": n, "cap": None, "flush_timeout": 30.0}

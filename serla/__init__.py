@@ -23,7 +23,16 @@ from serla._version import __version__
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from serla._context import distinct_id_context, get_distinct_id, reset_distinct_id, set_distinct_id
+    from serla._context import (
+        Scope,
+        context,
+        current_scope,
+        distinct_id_context,
+        get_distinct_id,
+        new_session_id,
+        reset_distinct_id,
+        set_distinct_id,
+    )
     from serla._registry import get_default_client, set_default_client
     from serla._stats import LaneStats, Stats
     from serla._tracked import tracked
@@ -33,6 +42,10 @@ if "logging" in sys.modules:
 
 # Loaded on first use (PEP 562): ``serla._context`` needs ``contextlib``, ``serla._registry`` ``threading``.
 _LAZY = {
+    "Scope": "serla._context",
+    "context": "serla._context",
+    "current_scope": "serla._context",
+    "new_session_id": "serla._context",
     "distinct_id_context": "serla._context",
     "get_distinct_id": "serla._context",
     "reset_distinct_id": "serla._context",
@@ -62,12 +75,16 @@ def __dir__() -> list[str]:
 __all__ = [
     "Config",
     "LaneStats",
+    "Scope",
     "Serla",
     "Stats",
     "__version__",
+    "context",
+    "current_scope",
     "distinct_id_context",
     "get_default_client",
     "get_distinct_id",
+    "new_session_id",
     "reset_distinct_id",
     "set_default_client",
     "set_distinct_id",

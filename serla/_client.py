@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from _collections_abc import Mapping
+from _collections_abc import Iterable, Mapping
 
 from serla._config import (
     DEFAULT_HOST,
@@ -14,7 +14,6 @@ from serla._config import (
     env_text,
     log_debug,
     log_warning,
-    resolve_proxy,
     serla_log,
     warn_limited,
 )
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
 
     from serla._encode import Timestamp
     from serla._errors import ErrorReporter, Report
+    from serla._flags import FlagClient
     from serla._retry import RetryPolicy
     from serla._stats import Stats
     from serla._transport import Transport
@@ -46,12 +46,16 @@ def _build_deferred(
     build_properties: Callable[[], dict[str, Any]],
     epoch_seconds: Optional[float],
     ts: Optional[str],
+    session_id: Optional[str] = None,
 ) -> bytes | None:
     """The JSON of a :meth:`Serla._track_deferred` event, built on the flusher thread; None drops it."""
     stamp = ts if ts is not None else format_timestamp(epoch_seconds)
     if stamp is None:
         return None
-    return encode_event(event, distinct_id, stamp, build_properties())
+    data = encode_event(event, distinct_id, stamp, build_properties())
+    if session_id is not None:  # checked when the scope was made
+        data = data[:-1] + b',"sessionId":"' + session_id.encode("ascii") + b'"}'
+    return data
 
 
 class Serla:
@@ -110,6 +114,17 @@ class Serla:
             ``trace_id`` and ``span_id`` (hex) to the event's properties (unless you set those keys).
         disabled: Accept and check calls but send nothing and start no thread. ``None`` (the default)
             reads the ``SERLA_DISABLED`` environment variable.
+        before_send: A last look at each event before it is encoded: called (on the calling thread) with
+            a dict named like ``track()``'s arguments (``event``, ``distinct_id``, ``properties``,
+            ``timestamp`` (the ISO string), ``session_id``), after the context and super properties were
+            merged in. Return the dict (changed or not) to send it, or ``None`` to drop it (counted in
+            ``stats()["dropped"]["before_send"]``). If it raises, the exception is logged (rate-limited)
+            and the event goes out unchanged. ``None`` (the default) costs nothing.
+        flags_timeout: The longest a feature flag call waits for the server on a cache miss, in seconds;
+            then it returns the caller's fallback (the answer still fills the cache). See ``docs/flags.md``.
+        flags_cache_size: How many ``(distinct_id, properties)`` flag answers are cached (an LRU).
+        send_flag_events: Track a ``$feature_flag_called`` event (``$feature_flag``,
+            ``$feature_flag_response``) the first time in a cache period a user gets a flag's value.
         release: The version of your application, sent with every error report (``None``: read
             ``SERLA_RELEASE``).
         environment: ``production``, ``staging``..., sent with every error report (``None``: read
@@ -156,6 +171,10 @@ class Serla:
         proxy: Optional[str] = None,
         capture_trace_context: bool = True,
         disabled: Optional[bool] = None,
+        before_send: Optional[Callable[[dict[str, Any]], Optional[dict[str, Any]]]] = None,
+        flags_timeout: float = 1.0,
+        flags_cache_size: int = 10_000,
+        send_flag_events: bool = False,
         release: Optional[str] = None,
         environment: Optional[str] = None,
         capture_exceptions: bool = False,
@@ -185,6 +204,9 @@ class Serla:
             capture_trace_context=capture_trace_context,
             disabled=env_disabled() if disabled is None else bool(disabled),
             proxy=proxy,
+            flags_timeout=flags_timeout,
+            flags_cache_size=flags_cache_size,
+            send_flag_events=send_flag_events,
             release=release if release is not None else env_text("SERLA_RELEASE"),
             environment=environment if environment is not None else env_text("SERLA_ENVIRONMENT"),
             capture_exceptions=capture_exceptions,
@@ -210,6 +232,16 @@ class Serla:
         self._invalid = 0  # guarded by the worker's lock, which a forked child re-creates
         self._shut = False
         self._disabled = cfg.disabled
+        if before_send is not None and not callable(before_send):
+            raise TypeError(f"before_send must be a callable or None, got {type(before_send).__name__}")
+        self._before_send = before_send
+        self._before_send_dropped = 0  # guarded like _invalid
+        self._super: dict[str, Any] | None = None  # replaced whole (copy on write), never mutated
+        self._extra = before_send is not None  # super properties or a hook: track() takes the slow path
+        from serla import _context
+
+        self._scope_get = _context.get_scope
+        self._empty_scope = _context.EMPTY
         factory = _transport_factory or _default_transport_factory(cfg)
         self._transport_factory = factory
         self._worker = BatchWorker(
@@ -222,6 +254,7 @@ class Serla:
             policy=_policy,
         )
         self._put = self._worker.put
+        self._flags: FlagClient | None = None  # serla._flags.FlagClient, made by the first flag call
         self._atexit: Callable[[], None] | None = None
         if cfg.flush_on_exit and not cfg.disabled:
             # The hook holds the worker, not the client: a client that lived in a function and was
@@ -263,33 +296,43 @@ class Serla:
         distinct_id: Optional[str] = None,
         properties: Optional[Mapping[str, Any]] = None,
         timestamp: Timestamp = None,
+        *,
+        session_id: Optional[str] = None,
     ) -> bool:
         """Queue an event for delivery. Never blocks on the network, never raises.
+
+        What the current context (:func:`serla.context`, a web integration) and the client's super
+        properties (:meth:`set_properties`) hold is added; for each field an explicit argument wins over the
+        context, and the context over the client. ``properties`` are merged key by key in that order, and
+        the context's groups go in ``properties["$groups"]``.
 
         Args:
             event: The event's name, a non-empty string.
             distinct_id: Who did it, a non-empty string (``str()`` your numeric IDs). ``None`` uses the
-                context default set with :func:`serla.set_distinct_id` / :func:`serla.distinct_id_context`;
-                if there is none, the call is dropped.
+                context's (:func:`serla.context`, :func:`serla.set_distinct_id`, an integration); if there is
+                none, the call is dropped.
             properties: A dict of JSON-like values; other values are coerced (see the README). It is
                 copied now: changing it afterwards changes nothing.
             timestamp: When it happened: a ``datetime`` (naive = UTC), a ``date``, an ISO-8601 string or
                 epoch seconds. ``None`` means now. Sent as UTC with ``Z``.
+            session_id: The session, 32 hex digits (sent as ``sessionId``). ``None`` uses the context's;
+                without one the server makes a session of this event alone. Anything other than 32 hex
+                digits is not sent (a WARNING says so); the event still is.
 
         Returns:
             True if the event was accepted for delivery; False if it was dropped (a wrong call, a full
-            queue, a closed client). Every drop is counted in :meth:`stats` and logged as a WARNING.
+            queue, a closed client, ``before_send``). Every drop is counted in :meth:`stats`.
         """
         try:
             if not isinstance(event, str) or not event or ("\x00" in event and not event.strip("\x00")):
                 # NULs are scrubbed on the wire (the server's database rejects them): all-NUL is empty.
                 return self._reject("event must be a non-empty string, got %r", event)
+            scope = self._scope_get()
             if distinct_id is None:
-                distinct_id = _context_distinct_id()
+                distinct_id = scope.distinct_id
                 if distinct_id is None:
                     return self._reject(
-                        "distinct_id is required (or set one with serla.set_distinct_id()) for event %r",
-                        event,
+                        "distinct_id is required (or set one with serla.context()) for event %r", event
                     )
             if (
                 not isinstance(distinct_id, str)
@@ -325,7 +368,29 @@ class Serla:
                     )
             if self._capture_trace and "opentelemetry.trace" in sys.modules:
                 props = _with_trace_context(props)
+            if self._extra or scope is not self._empty_scope:  # else: nothing to merge, no hook
+                sup = self._super
+                if scope is not self._empty_scope or sup is not None:
+                    props = _merged(props, scope, sup)
+                    if session_id is None:
+                        session_id = scope.session_id
+                if self._before_send is not None:
+                    hooked = self._run_before_send(event, distinct_id, props, ts, session_id)
+                    if hooked is None:
+                        return False
+                    event, distinct_id, props, ts, session_id = hooked
             data = encode_event(event, distinct_id, ts, props)
+            if session_id is not None:
+                if type(session_id) is str and len(session_id) == 32 and not session_id.strip(_HEX):
+                    data = data[:-1] + b',"sessionId":"' + session_id.encode("ascii") + b'"}'
+                else:
+                    warn_limited(
+                        "bad_session_id",
+                        "serla: session_id must be 32 hex digits (what the server keeps), got %r for event "
+                        "%r; it is not sent",
+                        session_id,
+                        event,
+                    )
             if len(data) > MAX_EVENT_BYTES:
                 return self._reject(
                     "event %r is %d bytes of JSON, over the %d-byte limit", event, len(data), MAX_EVENT_BYTES
@@ -336,6 +401,162 @@ class Serla:
         except Exception:
             _warn_exc("serla: track() failed unexpectedly; the event is dropped")
             return False
+
+    def group(self, group_type: str, group_id: str, properties: Optional[Mapping[str, Any]] = None) -> bool:
+        """Put the current context in a group: later events in it carry ``$groups: {group_type: group_id}``.
+
+        As serla-js's ``group()``: the association is added to the current context (a request handled by
+        an integration, a :func:`serla.context` block, else the current thread or asyncio task) and lasts
+        until that scope ends. With ``properties``, a ``$group_identify`` event is sent too
+        (``{"$groupType", "$groupId", "$groupProperties"}``, under the context's user, as serla-js
+        sends it; without a user it is dropped like any ``track()`` without one). Never raises.
+
+        Args:
+            group_type: The kind of group (``"company"``, ``"team"``), a non-empty string.
+            group_id: The group's id, a non-empty string (an int is ``str()``-ed).
+            properties: The group's properties, sent once with ``$group_identify``.
+
+        Returns:
+            True when the group was set (and the ``$group_identify`` event, if any, accepted).
+        """
+        try:
+            from serla._context import add_group, check_group
+
+            pair = check_group(group_type, group_id, "group()")
+            if pair is None:
+                with self._worker._lock:
+                    self._invalid += 1
+                return False
+            add_group(*pair)
+            if not properties:
+                return True
+            props = properties if type(properties) is dict else _as_properties(properties)
+            if props is None:
+                return self._reject("group: properties must be a dict, got %s", type(properties).__name__)
+            payload = {"$groupType": pair[0], "$groupId": pair[1], "$groupProperties": props}
+            return self.track("$group_identify", properties=payload)
+        except Exception:
+            _warn_exc("serla: group() failed unexpectedly")
+            return False
+
+    def set_properties(self, properties: Mapping[str, Any]) -> None:
+        """Add super properties: sent with every later event of this client (any thread, any context).
+
+        Merged into what was set before. An event's own properties and the context's win over them
+        (explicit > context > client). The values are copied now. Never raises; a non-dict is ignored
+        with a WARNING.
+        """
+        try:
+            props = properties if type(properties) is dict else _as_properties(properties)
+            if props is None:
+                warn_limited(
+                    "bad_super", "serla: set_properties() needs a dict, got %s", type(properties).__name__
+                )
+                return
+            self._super = {**(self._super or {}), **sanitize(props)}
+            self._extra = True
+        except Exception:
+            _warn_exc("serla: set_properties() failed unexpectedly")
+
+    def unset_properties(self, keys: Iterable[str] | str) -> None:
+        """Remove super properties by key (one key or an iterable of keys; unknown keys are ignored)."""
+        try:
+            from serla._context import keys_of
+
+            left = {k: v for k, v in (self._super or {}).items() if k not in set(keys_of(keys))}
+            self._super = left or None
+            self._extra = self._super is not None or self._before_send is not None
+        except Exception:
+            _warn_exc("serla: unset_properties() failed unexpectedly")
+
+    def get_super_properties(self) -> dict[str, Any]:
+        """A copy of the super properties (see :meth:`set_properties`)."""
+        return dict(self._super or {})
+
+    async def aflush(self, timeout: Optional[float] = 30.0) -> bool:
+        """:meth:`flush` for asyncio code: waits in a worker thread, so the event loop keeps running."""
+        return bool(await _in_thread(self.flush, timeout))
+
+    async def ashutdown(self, timeout: Optional[float] = 30.0) -> bool:
+        """:meth:`shutdown` for asyncio code (a lifespan handler): the loop keeps running meanwhile."""
+        return bool(await _in_thread(self.shutdown, timeout))
+
+    async def aidentify(self, distinct_id: str, properties: Optional[Mapping[str, Any]] = None) -> bool:
+        """:meth:`identify` for asyncio code: the request runs in a worker thread, the loop keeps running."""
+        return bool(await _in_thread(self.identify, distinct_id, properties))
+
+    def _apply_before_send(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """Show ``record`` to ``before_send``: what to send (``record`` itself when the hook fails), or None.
+
+        The one place the hook runs, for events and for the other lanes' records (error reports, LLM
+        records: their dict is named like the arguments of the call that made them). ``None``: the hook
+        dropped it (counted as ``before_send``). A hook that raises, or returns neither a dict nor
+        ``None``, is logged (rate-limited) and the record goes out unchanged.
+        """
+        hook = self._before_send
+        if hook is None:
+            return record
+        try:
+            out = hook(dict(record))
+        except Exception as exc:
+            warn_limited(
+                "before_send_error",
+                "serla: before_send raised %r for %r; it is sent unchanged",
+                exc,
+                record.get("event", record.get("kind")),
+            )
+            return record
+        if out is None:
+            with self._worker._lock:
+                self._before_send_dropped += 1
+            log_debug("serla: before_send dropped %r", record.get("event", record.get("kind")))
+            return None
+        if not isinstance(out, Mapping):
+            warn_limited(
+                "before_send_result",
+                "serla: before_send returned %s (not a dict or None) for %r; it is sent unchanged",
+                type(out).__name__,
+                record.get("event", record.get("kind")),
+            )
+            return record
+        return dict(out)
+
+    def _run_before_send(
+        self, event: str, distinct_id: str, props: dict[str, Any], ts: str, session_id: Optional[str]
+    ) -> tuple[str, str, dict[str, Any], str, Optional[str]] | None:
+        """Call ``before_send`` on an event; the (checked) fields to send, or None when it is dropped."""
+        record = {
+            "event": event,
+            "distinct_id": distinct_id,
+            "properties": dict(props),
+            "timestamp": ts,
+            "session_id": session_id,
+        }
+        out = self._apply_before_send(record)
+        if out is None:
+            return None
+        if out is record:
+            return event, distinct_id, props, ts, session_id
+        new_event = out.get("event", event)
+        new_id = out.get("distinct_id", distinct_id)
+        if not isinstance(new_event, str) or not new_event or not isinstance(new_id, str) or not new_id:
+            self._reject("before_send returned an empty or non-string event or distinct_id: %r", out)
+            return None
+        new_props = out.get("properties") or {}
+        if type(new_props) is not dict:
+            new_props = _as_properties(new_props)
+            if new_props is None:
+                self._reject("before_send returned properties that are not a dict for event %r", new_event)
+                return None
+        new_ts = out.get("timestamp", ts)
+        if new_ts is None:
+            new_ts = self._now()
+        elif new_ts != ts:
+            new_ts = format_timestamp(new_ts)
+            if new_ts is None:
+                self._reject("before_send returned a timestamp that is not a time for event %r", new_event)
+                return None
+        return new_event, new_id, new_props, new_ts, out.get("session_id", session_id)
 
     def track_llm(
         self,
@@ -435,9 +656,24 @@ class Serla:
         try:
             if self._disabled:
                 return True
+            if self._before_send is not None:  # the hook runs on the caller's thread, as for track()
+                return self.track(event, distinct_id, build_properties(), epoch_seconds)
             ts = self._now() if epoch_seconds is None else None
+            scope = self._scope_get()
+            sup = self._super
+            session_id = None
+            if scope is not self._empty_scope or sup is not None:
+                build = build_properties
+                session_id = scope.session_id
+
+                def build_properties() -> dict[str, Any]:
+                    return _merged(build(), scope, sup)
+
             return self._put(
-                self._deferred(_build_deferred, event, distinct_id, build_properties, epoch_seconds, ts), wait
+                self._deferred(
+                    _build_deferred, event, distinct_id, build_properties, epoch_seconds, ts, session_id
+                ),
+                wait,
             )
         except Exception:
             _warn_exc("serla: track() failed unexpectedly; the event is dropped")
@@ -618,8 +854,9 @@ class Serla:
         if mapped is None:
             warn_limited("error_level", "serla: unknown error level %r; sending it as 'error'", level)
             mapped = "error"
+        scope = self._scope_get()  # the request context: its user, session, groups and properties
         if distinct_id is None:
-            distinct_id = _context_distinct_id()
+            distinct_id = scope.distinct_id
         elif not isinstance(distinct_id, str):
             coerced = _as_id(distinct_id)
             if coerced is None:
@@ -645,6 +882,8 @@ class Serla:
                     release = None
                 else:
                     environment = None
+        if scope.properties or scope.groups:  # explicit context wins over the request context's
+            context = _merged(dict(context) if context else {}, scope, None)
         fields = reporter.finish(
             report,
             exc=exc,
@@ -654,6 +893,7 @@ class Serla:
             release=release,
             environment=environment,
             timestamp=self._now(),
+            session_id=scope.session_id,
         )
         if fields is None:
             return False
@@ -710,6 +950,8 @@ class Serla:
 
                 _exit.unregister(self._exit_token)
                 self._atexit = None
+            if self._flags is not None:
+                self._flags.close()
             if self._disabled:
                 return True
             return self._worker.close(timeout)
@@ -731,17 +973,112 @@ class Serla:
             A :class:`serla.Stats` dict: ``queued`` (in the buffer), ``queued_bytes``, ``in_flight``,
             ``pending`` (both), ``accepted``, ``sent`` (events the server confirmed), ``batches_sent``,
             ``requests``, ``retried`` (resends of a batch), ``dropped`` (reason -> events: ``invalid_call``,
-            ``queue_full``, ``rejected`` (400), ``too_large``, ``server_error``, ``shutdown``),
+            ``queue_full``, ``rejected`` (400), ``too_large``, ``server_error``, ``shutdown``,
+            ``before_send``),
             ``healthy`` (the last send succeeded), ``state`` (``up``, ``rate_limited``, ``paused``,
             ``down``), ``last_error``, ``lanes`` (the error and LLM lanes' counters) and ``errors`` (error
-            reports before their lane: ``captured``, ``rate_limited``, ``duplicate``...).
+            reports before their lane: ``captured``, ``rate_limited``, ``duplicate``...). After the first
+            feature flag call, ``flags`` too: requests, cache hits and misses, fallbacks by reason (see
+            ``docs/flags.md``).
         """
         out = self._worker.stats()
         if self._invalid:
             out["dropped"]["invalid_call"] = self._invalid
+        if self._before_send_dropped:
+            out["dropped"]["before_send"] = self._before_send_dropped
+        if self._flags is not None:
+            out["flags"] = self._flags.stats()
         # Error reports before the errors lane: captured, rate_limited, duplicate, dropped_by_hook...
         out["errors"] = self._errors.stats() if self._errors is not None else {}
         return out
+
+    # -- feature flags (serla._flags; docs/flags.md) -----------------------------------------------------
+
+    def get_feature_flag(
+        self,
+        key: str,
+        fallback: Any = False,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> Any:
+        """A feature flag's value for a user: ``True``, ``False`` or the variant key. Never raises.
+
+        Evaluated by the server (``GET /api/v1/flags``) and cached per ``(distinct_id, properties)`` for
+        the server's ``max-age`` (30 s). A cached answer returns in microseconds; a miss waits at most
+        ``flags_timeout``. Any failure (network, timeout, 401, 402, 429, 5xx) returns ``fallback``; the
+        reason is counted in ``stats()["flags"]["fallbacks"]``.
+
+        Args:
+            key: The flag's key.
+            fallback: Returned when the server's answer is unavailable or has no such flag.
+            distinct_id: The user; ``None`` takes the context's (:func:`serla.set_distinct_id`). With
+                none at all, the fallback and a warning (once).
+            properties: Values for the flags' ``property_equals`` conditions.
+
+        Returns:
+            The value, or ``fallback``.
+        """
+        return self._flag_client().get_flag(key, fallback, distinct_id, properties)
+
+    def is_feature_enabled(
+        self,
+        key: str,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> bool:
+        """Whether a flag is on for the user (``True`` or any variant but ``""``/``"off"``); else False.
+
+        Same caching and failure handling as :meth:`get_feature_flag` (the fallback is ``False``).
+        """
+        return self._flag_client().is_enabled(key, distinct_id, properties)
+
+    def get_all_feature_flags(
+        self, *, distinct_id: Optional[str] = None, properties: Optional[Mapping[str, Any]] = None
+    ) -> dict[str, Any]:
+        """Every flag of the project for the user (key -> ``True``/``False``/variant), or ``{}`` on failure.
+
+        Same caching and failure handling as :meth:`get_feature_flag`. Sends no exposure events.
+        """
+        return self._flag_client().get_all(distinct_id, properties)
+
+    async def aget_feature_flag(
+        self,
+        key: str,
+        fallback: Any = False,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> Any:
+        """:meth:`get_feature_flag` for asyncio: a miss is awaited without blocking the event loop."""
+        return await self._flag_client().aget_flag(key, fallback, distinct_id, properties)
+
+    async def ais_feature_enabled(
+        self,
+        key: str,
+        *,
+        distinct_id: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> bool:
+        """:meth:`is_feature_enabled` for asyncio."""
+        return await self._flag_client().ais_enabled(key, distinct_id, properties)
+
+    async def aget_all_feature_flags(
+        self, *, distinct_id: Optional[str] = None, properties: Optional[Mapping[str, Any]] = None
+    ) -> dict[str, Any]:
+        """:meth:`get_all_feature_flags` for asyncio."""
+        return await self._flag_client().aget_all(distinct_id, properties)
+
+    def _flag_client(self) -> FlagClient:
+        """The client's :class:`serla._flags.FlagClient`, made on first use (``serla._flags`` loads then)."""
+        flags = self._flags
+        if flags is None:
+            with self._worker._lock:
+                flags = self._flags
+                if flags is None:
+                    flags = self._flags = _make_flag_client(self)
+        return flags
 
     @property
     def host(self) -> str:
@@ -826,38 +1163,74 @@ class Serla:
         return False
 
 
-def _default_transport_factory(cfg: Config) -> Callable[[], Transport]:
-    """The production transport factory; ``serla._transport`` (and ``socket``) load on its first call.
+def _make_flag_client(client: Serla) -> FlagClient:
+    """The client's flag cache. It holds the client weakly: its threads must not keep a client alive."""
+    import weakref
 
-    The proxy is resolved here, once per client (the option, else the environment), so every transport
-    it makes (the flusher's, each ``identify()``'s, a forked child's) uses the same one.
+    from serla._flags import FlagClient, getter_factory
+
+    cfg = client._config
+    ref = weakref.ref(client)
+
+    def transport() -> Transport:
+        owner = ref()
+        if owner is None:
+            raise RuntimeError("the client was garbage-collected")
+        return owner._transport_factory()  # read at each call: serla.testing swaps it
+
+    def track(event: str, distinct_id: str, properties: dict[str, Any]) -> bool:
+        owner = ref()
+        return owner.track(event, distinct_id, properties) if owner is not None else False
+
+    flags = FlagClient(
+        getter_factory(transport, cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle),
+        flags_timeout=cfg.flags_timeout,
+        cache_size=cfg.flags_cache_size,
+        track=track,
+        send_events=cfg.send_flag_events,
+    )
+    if cfg.disabled:
+        flags.set_local({})  # a disabled client sends nothing: every flag call returns its fallback
+    if client._shut:
+        flags.close()
+    return flags
+
+
+def _default_transport_factory(cfg: Config) -> Callable[[], Transport]:
+    """The production transport factory; ``serla._transport`` (and ``http.client``) load on its first call.
+
+    Everything a connection needs is set up once per client and shared by every transport the factory
+    makes (the flusher's, each ``identify()``'s, a forked child's): the proxy, resolved here (the option,
+    else the environment), and the TLS context (``ssl.SSLContext``, with the CA store or ``ca_bundle``
+    loaded), made by the first https connection of any of them.
     """
+    from serla._lazy import IMPORT_LOCK
+    from serla._proxy import resolve_proxy
+
     proxy = None if cfg.disabled else resolve_proxy(cfg.proxy, cfg.host)
     if proxy is not None:
         if proxy.error is not None:
             log_warning("serla: %s. Until then every send fails and events wait in the queue", proxy.error)
         else:
             log_debug("serla: sending through the proxy %s (from %s)", proxy.url, proxy.source)
+    shared: dict[str, Any] = {}  # the client's one TlsContext (``dict.setdefault`` is atomic)
 
     def factory() -> Transport:
-        from serla._transport import HttpTransport
+        with IMPORT_LOCK:  # the network stack loads whole before any fork (see serla._lazy)
+            from serla._transport import HttpTransport, TlsContext, import_network_stack
 
-        return HttpTransport(cfg.host, cfg.api_key, cfg.timeout, cfg.ca_bundle, proxy)
+            import_network_stack()
+        tls = shared.get("tls") or shared.setdefault("tls", TlsContext(cfg.ca_bundle))
+        return HttpTransport(cfg.host, cfg.api_key, cfg.timeout, proxy=proxy, tls=tls)
 
     return factory
 
 
-_get_context_id: Callable[[], str | None] | None = None
-
-
 def _context_distinct_id() -> str | None:
-    """``serla._context.get_distinct_id()``; the module is imported on the first call that needs it."""
-    global _get_context_id
-    if _get_context_id is None:
-        from serla._context import get_distinct_id
+    """The context's ``distinct_id`` (for record lanes written before ``serla.current_scope()``)."""
+    from serla._context import get_distinct_id
 
-        _get_context_id = get_distinct_id
-    return _get_context_id()
+    return get_distinct_id()
 
 
 def _warn_exc(msg: str) -> None:
@@ -897,3 +1270,27 @@ def _with_trace_context(props: dict[str, Any]) -> dict[str, Any]:
         return {**extra, **props}
     except Exception:
         return props
+
+
+_HEX = "0123456789abcdefABCDEF"
+
+
+def _merged(props: dict[str, Any], scope: Any, sup: dict[str, Any] | None) -> dict[str, Any]:
+    """Explicit ``props`` over the context's properties and groups over the client's super properties."""
+    out = dict(sup) if sup is not None else {}
+    if scope.properties:
+        out.update(scope.properties)
+    if scope.groups:
+        out["$groups"] = scope.groups
+    out.update(props)
+    return out
+
+
+async def _in_thread(func: Callable[..., Any], *args: Any) -> Any:
+    """``asyncio.to_thread`` (3.9+): run ``func`` in the loop's default executor, in a copy of the context."""
+    import asyncio
+    import contextvars
+    import functools
+
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(contextvars.copy_context().run, func, *args))

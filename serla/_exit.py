@@ -25,7 +25,10 @@ import atexit
 import contextlib
 import os
 import threading
-from typing import Any, Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # ``typing`` (and ``re`` behind it on 3.9) is not loaded by creating a client
+    from typing import Any, Callable
 
 _hooks: dict[int, Callable[[], None]] = {}
 _lock = threading.Lock()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, TypedDict
+from typing import Any, Optional, TypedDict
 
 
 class LaneStats(TypedDict):
@@ -25,7 +25,14 @@ class _ErrorStats(TypedDict, total=False):
     ``dropped_by_hook``, ``hook_error``, ``refused`` (see the error-tracking docs). Set by the client."""
 
 
-class Stats(_ErrorStats):
+class _FlagStats(TypedDict, total=False):
+    flags: dict[str, Any]
+    """Feature flags, after the first flag call: ``requests``, ``cache_hits``, ``cache_misses``,
+    ``stale_served``, ``coalesced``, ``exposure_events``, ``fallbacks`` (reason -> calls), ``cached``,
+    ``in_flight``, ``paused``, ``paused_for``, ``last_error`` (see ``docs/flags.md``)."""
+
+
+class Stats(_ErrorStats, _FlagStats):
     """Counters for health checks and tests; see :meth:`serla.Serla.stats`."""
 
     queued: int

@@ -101,6 +101,12 @@ class Deferred:
         return _DEFERRED_CHARGE
 
 
+def _in_event_loop() -> bool:
+    """True on a thread running an asyncio event loop: ``track()`` there never waits for room."""
+    aio = sys.modules.get("asyncio")
+    return aio is not None and aio._get_running_loop() is not None
+
+
 class _Batch:
     """Events in flight, frozen at their first send: same bytes, same key on every retry."""
 
@@ -389,6 +395,7 @@ class BatchWorker:
             and thread is not None
             and thread.is_alive()
             and thread is not threading.current_thread()
+            and not _in_event_loop()
         )
 
     def submit(self, lane: str, body: bytes) -> bool:

@@ -24,6 +24,10 @@ clients, so events tracked *before* the read are there: ``client.track(...); eve
 works without sleeping. Events tracked concurrently by other threads after the read started are not
 waited for.
 
+Feature flags never reach a server from a capture: ``serla_events.set_flags({"new-checkout": True})`` sets
+the values its clients answer (an unset flag gives the caller's fallback), and :func:`set_feature_flags`
+does the same for any client.
+
 Importing this module is cheap: it imports neither pytest (unless pytest is already running) nor the
 server code (that happens when the first :class:`CapturedEvents` is created).
 """
@@ -57,6 +61,8 @@ __all__ = [
     "CapturedEvents",
     "Rejection",
     "capture",
+    "clear_feature_flags",
+    "set_feature_flags",
 ]
 
 TEST_API_KEY: Final = "sk_live_serla_testing"
@@ -136,6 +142,10 @@ class CaptureTransport:
             logger.warning("serla.testing: capture failed", exc_info=True)
             return SendResult(None, error=f"capture failed: {type(exc).__name__}: {exc}")
 
+    def get(self, path_with_query: str, headers: dict[str, str]) -> SendResult:
+        """GET requests are not captured: answered ``404``, as by a server without that route."""
+        return SendResult(404, b'{"error":"Not found"}')
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -159,12 +169,16 @@ class CapturedEvents:
 
         # An in-process server that is never started: no socket, no thread. Only its request handling is
         # used, so the capture validates and stores exactly like the local server (and the real one).
-        self._server: SerlaServer = SerlaServer(max_recorded_requests=10_000)
+        # Without the real per-minute limits: a unit test's many quick flushes are not a fleet's load (the
+        # limits are the contract server's default, tested there and against the real server).
+        self._server: SerlaServer = SerlaServer(max_recorded_requests=10_000, rate_limits=False)
         self._lock = threading.Lock()
         self._clients: list[Serla] = []  # flushed before every read
         self._all_clients: list[Serla] = []  # including detached ones, for assertion messages
         self._wirings: dict[int, _Wiring] = {}
         self._rejections: list[Rejection] = []
+        self._flag_values: dict[str, Any] = {}
+        self._user_flag_values: dict[str, dict[str, Any]] = {}
         self.client: Optional[Serla] = None
 
     # -- wiring clients ---------------------------------------------------------------------------------
@@ -191,6 +205,9 @@ class CapturedEvents:
             raise TypeError("make_client() chooses the transport itself")
         merged = {**_CLIENT_DEFAULTS, **options}
         client = Serla(api_key, _transport_factory=lambda: CaptureTransport(self, api_key), **merged)
+        set_feature_flags(client, self._flag_values)  # flags never reach the network from a capture
+        for user, values in self._user_flag_values.items():
+            set_feature_flags(client, values, distinct_id=user)
         with self._lock:
             self._clients.append(client)
             self._all_clients.append(client)
@@ -216,6 +233,11 @@ class CapturedEvents:
                 raise ValueError(f"{client!r} is already being captured")
             _attached[client] = self
         wiring = _Wiring(client, CaptureTransport(self, client.config.api_key))
+        flags = client._flag_client()
+        wiring.flags_local = flags._local  # put back by detach()
+        flags.set_local(self._flag_values)  # while captured, flags come from set_flags(), not a server
+        for user, values in self._user_flag_values.items():
+            flags.set_local(values, user)
         with self._lock:
             self._clients.append(client)
             self._all_clients.append(client)
@@ -238,6 +260,7 @@ class CapturedEvents:
         with self._lock:
             self._clients.remove(client)  # later reads must not flush it towards its real host
         wiring.undo()
+        client._flag_client()._local = wiring.flags_local
         with _attached_lock:
             _attached.pop(client, None)
 
@@ -428,6 +451,28 @@ class CapturedEvents:
                 f"  merged properties: {_short(people[distinct_id])}"
             )
 
+    def set_flags(self, values: Mapping[str, Any], *, distinct_id: Optional[str] = None) -> None:
+        """Set the feature flag values the capturing clients answer, without a server.
+
+        Clients made by this capture answer flags only from these values (an unset flag gives the
+        caller's fallback); no flag request ever leaves the process. Calls add up: later values for a
+        key win, and values for one ``distinct_id`` win over the values for everyone.
+
+        Args:
+            values: Flag key -> ``True``/``False``/variant key.
+            distinct_id: Only for this user; ``None`` for every user.
+        """
+        with self._lock:
+            if distinct_id is None:
+                self._flag_values.update(values)
+                target = dict(self._flag_values)
+            else:
+                self._user_flag_values.setdefault(distinct_id, {}).update(values)
+                target = dict(self._user_flag_values[distinct_id])
+            clients = list(self._clients)
+        for client in clients:
+            set_feature_flags(client, target, distinct_id=distinct_id)
+
     def clear(self) -> None:
         """Flush the clients, then forget every captured event, identity and rejection."""
         self.flush()
@@ -536,6 +581,32 @@ def capture(
             events.detach(client)
 
 
+# -- feature flags -------------------------------------------------------------------------------------
+
+
+def set_feature_flags(client: Serla, values: Mapping[str, Any], *, distinct_id: Optional[str] = None) -> None:
+    """Make ``client`` answer feature flags from ``values``, without a server (until cleared).
+
+    From then on the client makes no flag request: ``get_feature_flag(key)`` returns ``values[key]``
+    (a value for ``distinct_id`` wins over one for every user), the caller's fallback for an unset key.
+    Exposure events are not sent for these values.
+
+    Args:
+        client: Any client (a capturing one or your app's).
+        values: Flag key -> ``True``/``False``/variant key. Replaces the earlier values for the same
+            ``distinct_id`` (or for everyone).
+        distinct_id: Only for this user; ``None`` for every user.
+    """
+    client._flag_client().set_local(dict(values), distinct_id)
+
+
+def clear_feature_flags(client: Serla) -> None:
+    """Undo :func:`set_feature_flags`: the client asks the server again (its cache is emptied)."""
+    flags = client._flag_client()
+    flags.set_local(None)
+    flags.clear()
+
+
 # -- wiring internals ----------------------------------------------------------------------------------
 
 
@@ -549,6 +620,7 @@ class _Wiring:
         self._transport = worker._transport
         self._client_factory = client._transport_factory
         self._disabled = client._disabled
+        self.flags_local: Any = None
         worker._transport_factory = lambda: transport
         # The flusher reads ``_transport`` once per send (no lock needed for one attribute store); the
         # previous transport is kept, unused, to be put back (closing it here could race a send).

@@ -156,9 +156,23 @@ def test_identity_id_is_stable_across_restarts(tmp_path: Path) -> None:
         assert store.identities() == {"u1": {"a": 1, "b": 2}}
 
 
-def test_a_retried_batch_is_stored_once(tmp_path: Path) -> None:
-    """The SDK's retry after a lost response carries the same X-Idempotency-Key: dev stores it once."""
+def test_a_retried_batch_is_stored_twice_by_default_like_the_real_server(tmp_path: Path) -> None:
+    """The real server never dedupes: a retry after a lost response is stored again, and so by default here."""
     with dev_server(tmp_path / "dev.db") as server:
+        assert not server.dedupe
+        server.inject(Fault(store_then_drop=True))
+        with client_for(server) as client:
+            client.track("checkout", "u1", {"total": 10})
+            assert client.flush(15)
+            assert client.stats()["retried"] >= 1
+        assert [e["name"] for e in server.events] == ["checkout", "checkout"]
+        assert server.duplicates_ignored == 0
+        assert get_json(server.url, "/api/dev/events")["dedupe"] is False
+
+
+def test_opt_in_dedupe_stores_a_retried_batch_once(tmp_path: Path) -> None:
+    """With ``dedupe=True`` the SDK's retry (same X-Idempotency-Key) is stored once."""
+    with dev_server(tmp_path / "dev.db", dedupe=True) as server:
         server.inject(Fault(store_then_drop=True))  # stored, then the response is lost: the client retries
         with client_for(server) as client:
             client.track("checkout", "u1", {"total": 10})
@@ -173,9 +187,9 @@ def test_a_retried_batch_is_stored_once(tmp_path: Path) -> None:
         assert get_json(server.url, "/api/dev/events")["duplicatesIgnored"] == 1
 
 
-def test_dedupe_survives_a_restart_and_can_be_turned_off(tmp_path: Path) -> None:
+def test_dedupe_survives_a_restart_and_is_off_by_default(tmp_path: Path) -> None:
     db = tmp_path / "dev.db"
-    with dev_server(db) as server:
+    with dev_server(db, dedupe=True) as server:
         assert batch(server.url, {"name": "a"}, {"name": "b"}, key="k1").json() == {
             "success": True,
             "count": 2,
@@ -192,10 +206,10 @@ def test_dedupe_survives_a_restart_and_can_be_turned_off(tmp_path: Path) -> None
         assert again == first  # the duplicate is answered with the stored event's IDs
         assert [e["name"] for e in server.events] == ["a", "b", "c", "c", "one"]
         assert server.duplicates_ignored == 2
-    with dev_server(db) as server:
+    with dev_server(db, dedupe=True) as server:
         assert batch(server.url, {"name": "a"}, key="k1").status == 201
         assert len(server.events) == 5  # the key is in the file, so the retry is still recognised
-    with dev_server(db, dedupe=False) as server:
+    with dev_server(db) as server:
         assert batch(server.url, {"name": "a"}, key="k1").status == 201
         assert len(server.events) == 6  # like the real server
         assert get_json(server.url, "/api/dev/events")["dedupe"] is False
@@ -248,7 +262,7 @@ def test_event_fields_in_the_json_endpoint(dev: DevServer) -> None:
     assert call(dev.url, "POST", BATCH_PATH, body, headers).status == 201
     (got,) = get_json(dev.url, "/api/dev/events")["events"]
     assert got["name"] == "click" and got["distinctId"] == "u1"
-    assert got["timestamp"] == "2024-02-29T00:00:00.123456Z"
+    assert got["timestamp"] == "2024-02-29T00:00:00.123Z"  # cut to milliseconds, as the real server stores it
     # 1e999 parses as infinity; the endpoint stays valid JSON (null, as JavaScript's JSON would have it).
     assert got["properties"] == {"nested": {"a": [1, 2.5, None, True]}, "big": None}
     assert got["otherFields"] == {"pageUrl": "https://example.com/", "clickX": 3}
@@ -368,18 +382,46 @@ def test_page_headers_and_no_user_data_in_the_html(dev: DevServer) -> None:
     assert reply.status == 200
     assert reply.headers["content-type"] == "text/html; charset=utf-8"
     csp = reply.headers["content-security-policy"]
-    nonce = re.search(r"script-src 'nonce-([^']+)'", csp)
-    assert nonce is not None and f'<script nonce="{nonce.group(1)}">' in reply.body.decode()
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp and "unsafe-inline" not in csp
+    assert '<script src="/static/dev.js"></script>' in reply.body.decode()
     assert "default-src 'none'" in csp and "connect-src 'self'" in csp
     assert "access-control-allow-origin" not in reply.headers
     text = reply.body.decode()
     assert "<b>" not in text and "<i>" not in text  # event data only ever arrives through the JSON API
-    assert "dedupe by X-Idempotency-Key on" in text and str(Path(dev.store.path)) in text
-    other = call(dev.url, "GET", "/").headers["content-security-policy"]
-    assert other != csp  # a fresh nonce per response
+    assert "dedupe by X-Idempotency-Key off" in text and str(Path(dev.store.path)) in text
+    assert "rate limits on (batch 100 requests a minute per project)" in text
+    for name, kind in (("dev.js", "text/javascript"), ("dev.css", "text/css")):
+        asset = call(dev.url, "GET", f"/static/{name}")
+        assert asset.status == 200 and asset.headers["content-type"].startswith(kind)
+        assert asset.headers["content-security-policy"] == csp and len(asset.body) > 500
+    assert call(dev.url, "GET", "/static/other.js").status == 404
     events = call(dev.url, "GET", "/api/dev/events")
     assert "access-control-allow-origin" not in events.headers
     assert events.headers["cache-control"] == "no-store"
+
+
+def test_rate_limited_requests_are_counted_and_listed(tmp_path: Path) -> None:
+    with dev_server(tmp_path / "dev.db", rate_limits={"batch": 2}) as server:
+        assert [batch(server.url, {"name": f"e{i}"}).status for i in range(4)] == [201, 201, 429, 429]
+        assert (
+            call(server.url, "POST", EVENTS_PATH, b'{"name": "single"}', {"Authorization": "Bearer k"}).status
+            == 201
+        )
+        status = get_json(server.url, "/api/dev/status")
+        assert status["rateLimited"] == 2 and status["rateLimits"]["batch"] == 2
+        assert status["rateLimitWindow"] == 60 and status["dedupe"] is False
+        limited = get_json(server.url, "/api/dev/rejected?status=429")
+        assert limited["total"] == 2
+        assert {r["status"] for r in limited["rejected"]} == {429}
+        assert limited["rejected"][0]["response"]["error"] == "Too many requests"
+        assert get_json(server.url, "/api/dev/events")["rateLimited"] == 2
+        assert call(server.url, "GET", "/api/dev/rejected?status=abc").status == 400
+        page = call(server.url, "GET", "/").body.decode()
+        assert 'id="rate-limited-count"' in page and "rate limits on (batch 2 requests a minute" in page
+    with dev_server(tmp_path / "dev.db", rate_limits=False) as server:
+        assert all(batch(server.url, {"name": "x"}).status == 201 for _ in range(120))
+        assert get_json(server.url, "/api/dev/status")["rateLimits"] == {}
+        assert "rate limits off" in call(server.url, "GET", "/").body.decode()
 
 
 def test_dev_routes_refuse_foreign_host_names(dev: DevServer) -> None:
@@ -471,6 +513,10 @@ def test_run_prints_the_url_logs_requests_and_stops(tmp_path: Path) -> None:
         assert batch(url.group(1), {"name": "a"}, {"name": "b"}, key="k").status == 201
         assert batch(url.group(1), {"name": "a"}, {"name": "b"}, key="k").status == 201
         assert batch(url.group(1), {"name": "x", "timestamp": "2024-01-15T10:30:00+00:00"}).status == 400
+        for _ in range(97):  # 100 batch requests a minute per project, as on the real server
+            assert batch(url.group(1), {"name": "c"}).status == 201
+        limited = batch(url.group(1), {"name": "d"})
+        assert limited.status == 429 and limited.headers["retry-after"]
         assert call(url.group(1), "GET", "/api/dev/events").status == 200  # the page's polls are not logged
     finally:
         stop.set()
@@ -480,10 +526,13 @@ def test_run_prints_the_url_logs_requests_and_stops(tmp_path: Path) -> None:
     assert f"database:     {db}" in text
     assert "export SERLA_HOST=http://127.0.0.1:" in text
     assert re.search(r"POST /api/v1/events/batch  201  2 events\n", text)
-    assert "2 events (X-Idempotency-Key k seen before: not stored again)" in text
+    assert "not stored again" not in text  # no dedupe by default
+    assert "dedupe:       off: every request is stored, retries included, like the real server" in text
+    assert "limits:       rate limits on (batch 100 requests a minute per project)" in text
     assert "400  Invalid batch data: events.0.timestamp: Invalid ISO datetime" in text
+    assert "429  Too many requests" in text
     assert "/api/dev/" not in text
-    assert text.endswith(f"stopped; 2 events in {db}\n")
+    assert text.endswith(f"stopped; 101 events in {db}\n")
 
 
 def test_run_reports_startup_errors(tmp_path: Path) -> None:
@@ -828,6 +877,24 @@ def test_page_filters_by_distinct_id_including_markup(
 
 
 @needs_chromium
+def test_page_shows_rate_limited_requests(tmp_path: Path) -> None:
+    with dev_server(tmp_path / "dev.db", rate_limits={"batch": 1}) as server:
+        assert [batch(server.url, {"name": f"e{i}"}).status for i in range(3)] == [201, 429, 429]
+        dom = dump_dom(f"{server.url}/", tmp_path / "profile")
+    page = Page(dom)
+    assert page.state == "ready"
+    count = re.search(r'id="rate-limited-count"[^>]*data-count="(\d+)"', dom) or re.search(
+        r'data-count="(\d+)"[^>]*id="rate-limited-count"', dom
+    )
+    assert count is not None and count.group(1) == "2"
+    section = dom[dom.index('id="rate-limited-section"') : dom.index('id="rejected-section"')]
+    assert section.count('class="rejected"') == 2 and "Too many requests" in section
+    assert "batch 1 requests a minute" in section
+    # The 429s are also among the rejected requests.
+    assert sum("429" in text and "Too many requests" in text for text in page.rejected) == 4
+
+
+@needs_chromium
 def test_page_shows_new_events_without_a_reload(tmp_path: Path) -> None:
     """The page polls: an event stored after its first poll was answered shows up without a reload."""
     with dev_server(tmp_path / "dev.db") as server:
@@ -837,8 +904,8 @@ def test_page_shows_new_events_without_a_reload(tmp_path: Path) -> None:
         sent: list[int] = []
 
         def send_during_the_second_poll() -> None:
-            # GET / and three first-round fetches, then the first request of the second round.
-            if server.wait_for_requests(5, timeout=30):
+            # GET /, its script and style, six first-round fetches, then the first of the second round.
+            if server.wait_for_requests(10, timeout=30):
                 sent.append(batch(server.url, {"name": "arrived_later", "distinctId": "u9"}).status)
 
         sender = threading.Thread(target=send_during_the_second_poll)
@@ -852,3 +919,73 @@ def test_page_shows_new_events_without_a_reload(tmp_path: Path) -> None:
         polls = [r for r in server.requests if r.path == "/api/dev/events"]
         assert len(polls) >= 2
         assert page.names() == ["arrived_later"]
+
+
+def test_a_2000_level_body_is_stored_in_sqlite_and_served_back(dev: DevServer) -> None:
+    deep = b"[" * 2000 + b"]" * 2000
+    body = b'{"events":[{"name":"deep","properties":{"a":' + deep + b',"big":9007199254740993}}]}'
+    assert call(dev.url, "POST", BATCH_PATH, body, {"Authorization": f"Bearer {KEY}"}).status == 201
+    reply = call(dev.url, "GET", "/api/dev/events")
+    assert reply.status == 200 and reply.body.count(b"[") >= 2000
+    (event,) = dev.stored
+    assert event.data["properties"]["big"] == 9007199254740992  # rounded, as the real server stores it
+    depth, value = 0, event.data["properties"]["a"]
+    while value:
+        depth, value = depth + 1, value[0]
+    assert depth == 1999
+
+
+V1_SCHEMA = """
+CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, name TEXT NOT NULL,
+    distinct_id TEXT, timestamp TEXT, data TEXT NOT NULL, received_at REAL NOT NULL, idempotency_key TEXT,
+    position INTEGER NOT NULL, session_id TEXT NOT NULL, endpoint TEXT NOT NULL, user_agent TEXT NOT NULL,
+    api_key TEXT NOT NULL);
+CREATE TABLE people (distinct_id TEXT PRIMARY KEY, identity_id TEXT NOT NULL, properties TEXT NOT NULL,
+    updated_at REAL NOT NULL);
+CREATE TABLE rejected (seq INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL, method TEXT NOT NULL,
+    path TEXT NOT NULL, query TEXT NOT NULL, status INTEGER NOT NULL, idempotency_key TEXT,
+    user_agent TEXT NOT NULL, body TEXT NOT NULL, body_size INTEGER NOT NULL, response TEXT NOT NULL);
+PRAGMA application_id=1397902401;
+PRAGMA user_version=1;
+"""
+
+
+def test_a_database_of_the_previous_version_is_migrated(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.executescript(V1_SCHEMA)
+        conn.execute(
+            "INSERT INTO events (event_id, name, data, received_at, position, session_id, endpoint, user_agent,"
+            " api_key) VALUES ('e1', 'old', '{\"name\":\"old\"}', 1.0, 0, 's1', ?, '', 'sk_live_...abcd')",
+            (BATCH_PATH,),
+        )
+        conn.execute("INSERT INTO people VALUES ('u1', 'i1', '{\"plan\":\"pro\"}', 1.0)")
+        conn.commit()
+    with dev_server(db) as server:
+        assert [e.data for e in server.stored] == [{"name": "old"}]
+        assert server.identities == {"u1": {"plan": "pro"}}
+        assert batch(server.url, {"name": "new"}).status == 201
+        assert server.store.session_project("s1") == "default"
+        with client_for(server) as client:
+            assert client.identify("u1", {"seats": 2})
+        assert server.identities == {"u1": {"plan": "pro", "seats": 2}}
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_plan_option(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["--port", "0", "--db", ":memory:", "--plan", "free"])
+    out, stop = Lines("listening on"), threading.Event()
+    thread = threading.Thread(target=lambda: run(args, out=out, err=io.StringIO(), stop=stop))
+    thread.start()
+    try:
+        assert out.seen.wait(10)
+        url = re.search(r"listening on (http://\S+)", out.getvalue())
+        assert url is not None
+        assert get_json(url.group(1), "/api/dev/status")["plan"] == "free"
+    finally:
+        stop.set()
+        thread.join(10)
+    assert "plan:         free (a quota of 25,000 events a month)" in out.getvalue()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--plan", "gold"])

@@ -96,7 +96,7 @@ def _post(server: SerlaServer, body: Any, key: str | None = "sk_live_test", raw:
 
 @pytest.fixture
 def server() -> Iterator[SerlaServer]:
-    with SerlaServer(rate_limit=3) as srv:
+    with SerlaServer(rate_limits={"errors": 3}) as srv:
         yield srv
 
 

@@ -25,6 +25,7 @@ from serla.devtools.server import SerlaServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 KEY = "sk_live_examples_test_key"
+BROWSER_SESSION = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture
@@ -81,8 +82,14 @@ def test_fastapi_lifespan_shutdown_delivers(server: SerlaServer, env: dict[str, 
             with TestClient(app_module.app) as http:
                 response = http.post("/signup", params={"user_id": "user_123"})
                 assert response.json() == {"ok": True}
+                headers = {"X-User-Id": "user_123", "X-Serla-Session-Id": BROWSER_SESSION}
+                assert http.post("/checkout", headers=headers).json() == {"ok": True}
             # Leaving the TestClient ran the lifespan's shutdown: delivered, no waiting needed.
-            assert summary(server.events) == [("signup_completed", "user_123", {"source": "api"})]
+            assert summary(server.events) == [
+                ("signup_completed", "user_123", {"source": "api"}),
+                ("checkout_started", "user_123", {}),  # the ASGI integration named the user
+            ]
+            assert server.events[1]["sessionId"] == BROWSER_SESSION
             assert app_module.serla.track("late", "user_123") is False  # it really was shut down
         finally:
             app_module.serla.shutdown(5)
@@ -100,6 +107,7 @@ def test_flask_route_tracks_and_atexit_hook_flushes(server: SerlaServer, env: di
             assert response.get_json() == {"ok": True}
             response = http.post("/signup", json={"user_id": "user_456"})
             assert response.status_code == 200
+            assert http.post("/checkout", headers={"X-User-Id": "user_456"}).status_code == 200
             assert client.shutdown(5) is True  # what the example's atexit hook calls
         finally:
             atexit.unregister(client.shutdown)
@@ -107,7 +115,10 @@ def test_flask_route_tracks_and_atexit_hook_flushes(server: SerlaServer, env: di
     assert summary(server.events) == [
         ("signup_completed", "user_123", {"plan": "pro"}),
         ("signup_completed", "user_456", {"plan": None}),
+        ("checkout_started", "user_456", {}),  # the WSGI integration named the user
     ]
+    # One session per request (no browser id was sent): each event its request's.
+    assert len({e["sessionId"] for e in server.events}) == 3
 
 
 def test_django_view_and_middleware(
@@ -141,6 +152,9 @@ def test_django_view_and_middleware(
         ("request_handled", "42", {"path": "/signup/", "status": 200}),
         ("signup_completed", "2", {"plan": "free"}),
     ]
+    # The Django integration put each request in one session: the view's and the middleware's events.
+    first, handled, second = server.events
+    assert first["sessionId"] == handled["sessionId"] != second["sessionId"]
 
 
 def test_lambda_handler_flushes_before_returning(server: SerlaServer, env: dict[str, str]) -> None:

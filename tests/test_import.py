@@ -1,7 +1,8 @@
 """``import serla`` stays light: no HTTP stack, no TLS, no OpenTelemetry, no threads, no atexit hooks.
 
 Each stage loads only what it needs: ``import serla`` the encoder and the client class; ``Serla()`` the
-worker (``threading``); the first send the transport (``socket``); the first failed send the retry policy.
+worker (``threading``) and the proxy settings; the first send the transport (``http.client``); the first
+failed send the retry policy.
 """
 
 from __future__ import annotations
@@ -31,15 +32,18 @@ LAZY_AT_IMPORT = (
     "contextlib",
     "serla._worker",
     "serla._transport",
+    "serla._proxy",
     "serla._retry",
     "serla._log",
     "serla._context",
     "serla._registry",
 )
-# Never needed to create a client, nor (the last two lines) to deliver events over plain HTTP.
+# Never needed to create a client.
 LAZY_AT_CLIENT = (*HEAVY, "logging", "json", "re", "dataclasses", "uuid", "random", "urllib.parse")
 LAZY_AT_CLIENT += ("serla._transport", "serla._retry")
-NOT_FOR_DELIVERY = (*HEAVY[:-1], "logging", "json", "re", "dataclasses", "uuid", "random", "serla._retry")
+# Not needed to deliver events (http.client, with ssl and email behind it, is: it loads on the first send).
+NOT_FOR_DELIVERY = ("urllib.request", "opentelemetry", "wrapt", "logging", "json", "dataclasses", "uuid")
+NOT_FOR_DELIVERY += ("serla._retry",)
 
 
 def run(code: str, env: Optional[dict[str, str]] = None) -> str:
@@ -87,8 +91,8 @@ def test_creating_a_client_loads_only_the_worker() -> None:
     assert run(code) == "[] True"
 
 
-def test_delivering_over_http_loads_no_http_client_json_or_logging() -> None:
-    # The transport writes and parses HTTP/1.1 itself; a 2xx never touches the retry policy.
+def test_delivering_over_http_loads_http_client_but_no_json_logging_or_retry_policy() -> None:
+    # The transport is http.client, imported by the first send; a 2xx never touches the retry policy.
     with SerlaServer(api_keys={"sk_live_x"}) as server:
         code = (
             "import sys\n"
@@ -98,9 +102,9 @@ def test_delivering_over_http_loads_no_http_client_json_or_logging() -> None:
             "c.track('e', 'u', {'n': 1})\n"
             "print(c.flush(10), [m for m in "
             + repr(NOT_FOR_DELIVERY)
-            + " if m in sys.modules and m not in before])\n"
+            + " if m in sys.modules and m not in before], 'http.client' in sys.modules)\n"
         )
-        assert run(code) == "True []"
+        assert run(code) == "True [] True"
         assert [e["name"] for e in server.events] == ["e"]
 
 

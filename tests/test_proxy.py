@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from serla import Serla
-from serla._config import bypass_proxy, environment_proxies, resolve_proxy
+from serla._proxy import bypass_proxy, environment_proxies, resolve_proxy
 from serla._transport import HttpTransport
 from serla.devtools.server import SerlaServer
 
@@ -95,6 +95,21 @@ def fields_of(head: bytes) -> tuple[str, dict[str, str]]:
         name, _, value = line.partition(":")
         fields[name.strip().lower()] = value.strip()
     return lines[0], fields
+
+
+# http.client writes ``CONNECT host:port HTTP/1.0`` before Python 3.12 and ``HTTP/1.1`` from 3.12 on; both
+# carry the ``Host`` header (the transport sends it), and proxies accept either.
+CONNECT_VERSIONS = ("HTTP/1.0", "HTTP/1.1")
+
+
+def tunnels(proxy: ForwardProxy) -> list[str]:
+    """The targets of the ``CONNECT`` requests ``proxy`` read, each checked to be a well-formed line."""
+    targets = []
+    for line in proxy.connects:
+        method, target, version = line.split(" ")
+        assert method == "CONNECT" and version in CONNECT_VERSIONS, line
+        targets.append(target)
+    return targets
 
 
 REASONS = {403: "Forbidden", 407: "Proxy Authentication Required"}
@@ -395,7 +410,7 @@ def test_https_goes_through_a_connect_tunnel_with_the_key_only_inside_it(
     assert [e["name"] for e in server.events] == ["signup", "login"]
     assert server.identities == {"u1": {"email": "a@example.com"}}
     target = f"localhost:{front.port}"
-    assert proxy.connects == [f"CONNECT {target} HTTP/1.1"] * 2
+    assert tunnels(proxy) == [target] * 2
     assert all(f"Host: {target}".encode() in head for head in proxy.heads)
     # The proxy saw only CONNECT heads and TLS records: neither the key nor any header in clear.
     seen = b"".join(proxy.heads) + bytes(proxy.tunnel_bytes)
@@ -421,6 +436,33 @@ def test_the_certificate_is_still_verified_against_the_serla_host_through_the_tu
     assert c.flush(1.0) is False
     assert "CERTIFICATE_VERIFY_FAILED" in (c.stats()["last_error"] or "")
     assert len(proxy.connects) >= 1 and server.requests == []
+
+
+@pytest.mark.parametrize("through_proxy", [False, True])
+def test_one_tls_context_per_client_is_shared_by_the_flusher_and_every_identify(
+    tmp_path: Path,
+    server: SerlaServer,
+    front: TlsFront,
+    certificate: tuple[Path, Path],
+    proxies: Callable[..., ForwardProxy],
+    clients: Callable[..., Serla],
+    through_proxy: bool,
+) -> None:
+    # The CA bundle is read once, when the client's first TLS connection is made: after it is gone,
+    # identify() (a new connection each time, from the same factory) still verifies with that context.
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(certificate[0].read_bytes())
+    proxy = proxies().url if through_proxy else ""
+    c = clients(front.url, ca_bundle=str(bundle), proxy=proxy)
+    c.track("e", "u")
+    assert c.flush(10) is True
+    bundle.unlink()
+    assert c.identify("u1", {"n": 1}) is True
+    assert c.identify("u2", {"n": 2}) is True
+    assert server.identities == {"u1": {"n": 1}, "u2": {"n": 2}}
+    late = clients(front.url, ca_bundle=str(bundle), proxy=proxy)  # another client: its own context
+    assert late.identify("u3") is False
+    assert "u3" not in server.identities
 
 
 # -- http through a proxy: the absolute form ------------------------------------------------------------
@@ -538,7 +580,7 @@ def test_no_proxy_that_does_not_match_keeps_the_proxy(
     c = clients(front.url)
     c.track("e", "u")
     assert c.flush(10) is True
-    assert proxy.connects == [f"CONNECT localhost:{front.port} HTTP/1.1"]
+    assert tunnels(proxy) == [f"localhost:{front.port}"]
 
 
 @pytest.mark.parametrize(
@@ -842,7 +884,7 @@ def test_an_https_proxy_variable_without_credentials_is_used_as_urllib_used_it(
     c.track("e", "u")
     assert c.flush(10) is True
     assert [e["name"] for e in server.events] == ["e"]
-    assert proxy.connects == [f"CONNECT localhost:{front.port} HTTP/1.1"]
+    assert tunnels(proxy) == [f"localhost:{front.port}"]
     assert any(
         "https:// proxies (TLS to the proxy) are not supported; connecting" in r.getMessage()
         for r in caplog.records
@@ -878,11 +920,11 @@ def test_a_disabled_client_ignores_the_proxy_variables(monkeypatch: pytest.Monke
 @pytest.mark.parametrize(
     ("answer", "error"),
     [
-        (b"", "RemoteDisconnected: the proxy closed the connection without a response"),
-        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "ProtocolError: bad status line"),
-        (
+        (b"", "failed during CONNECT serla.test:443: RemoteDisconnected"),
+        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "failed during CONNECT serla.test:443: BadStatusLine"),
+        (  # a 200 that is no tunnel: the TLS handshake fails, and the error says it happened in the tunnel
             b"HTTP/1.1 200 OK\r\n\r\nearly bytes",
-            "the proxy sent data into the tunnel before the TLS handshake",
+            "opened a tunnel to serla.test:443, but TLS with serla.test through it failed",
         ),
         (
             b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 3\r\n\r\nbad",
@@ -917,5 +959,53 @@ def test_what_a_proxy_answers_to_connect(answer: bytes, error: str) -> None:
         listener.close()
     assert result.status is None and result.error is not None
     assert result.error.startswith("ProxyError: the proxy http://127.0.0.1:") and error in result.error
-    assert heads[0].startswith(b"CONNECT serla.test:443 HTTP/1.1\r\nHost: serla.test:443\r\n")
+    line, fields = fields_of(heads[0])
+    assert line in [f"CONNECT serla.test:443 {version}" for version in CONNECT_VERSIONS]
+    assert fields["host"] == "serla.test:443" and fields["user-agent"].startswith("serla-python/")
     assert KEY.encode() not in heads[0]
+
+
+# -- feature flag requests (serla._flags): their own connections, the same host, CA bundle and proxy ------
+
+
+def test_flag_requests_use_https_with_the_ca_bundle_directly_and_through_a_tunnel(
+    monkeypatch: pytest.MonkeyPatch,
+    server: SerlaServer,
+    front: TlsFront,
+    proxies: Callable[..., ForwardProxy],
+    clients: Callable[..., Serla],
+) -> None:
+    server.flags.define("new-checkout")
+    direct = clients(front.url, flags_timeout=WAIT)
+    assert direct.get_all_feature_flags(distinct_id="u1") == {"new-checkout": True}
+    assert direct.get_all_feature_flags(distinct_id="u2") == {"new-checkout": True}  # the same connection
+    proxy = proxies()
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    tunnelled = clients(front.url, flags_timeout=WAIT)
+    assert tunnelled.is_feature_enabled("new-checkout", distinct_id="u1") is True
+    assert [c.rsplit(" ", 1)[0] for c in proxy.connects] == [f"CONNECT localhost:{front.port}"]
+    assert KEY.encode() not in b"".join(proxy.heads) + bytes(proxy.tunnel_bytes)
+    flag_requests = [r for r in server.requests if r.path == "/api/v1/flags"]
+    assert [r.headers["authorization"] for r in flag_requests] == [f"Bearer {KEY}"] * 3
+
+
+def test_flag_requests_verify_the_certificate(
+    server: SerlaServer, front: TlsFront, clients: Callable[..., Serla]
+) -> None:
+    server.flags.define("new-checkout")
+    c = clients(front.url, ca_bundle=None, flags_timeout=WAIT)  # the system's CAs refuse the test certificate
+    assert c.get_feature_flag("new-checkout", "fb", distinct_id="u1") == "fb"
+    stats = c.stats()["flags"]
+    assert stats["fallbacks"] == {"network_error": 1}
+    assert "CERTIFICATE_VERIFY_FAILED" in str(stats["last_error"])
+    assert not [r for r in server.requests if r.path == "/api/v1/flags"]
+
+
+def test_flag_requests_to_an_http_host_go_through_the_proxy_in_absolute_form(
+    server: SerlaServer, proxies: Callable[..., ForwardProxy], clients: Callable[..., Serla]
+) -> None:
+    server.flags.define("new-checkout")
+    proxy = proxies()
+    c = clients(server.url, proxy=proxy.url, flags_timeout=WAIT)
+    assert c.is_feature_enabled("new-checkout", distinct_id="u1") is True
+    assert proxy.forwarded == [f"GET {server.url}/api/v1/flags?distinct_id=u1 HTTP/1.1"]

@@ -20,12 +20,14 @@ from serla.devtools.server import (
     IDENTIFY_PATH,
     Fault,
     MemoryStore,
+    Project,
     RecordedRequest,
     Response,
     SerlaServer,
     is_valid_timestamp,
     serve,
 )
+from serla.devtools.validation import stored_timestamp
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -149,7 +151,8 @@ REJECTED_TIMESTAMPS = [
 def test_timestamp_accepted(client: Client, server: SerlaServer, stamp: str) -> None:
     result = client.batch({"name": "e", "timestamp": stamp})
     assert result.status == 201, result.body
-    assert server.events == [{"name": "e", "timestamp": stamp}]
+    # Stored as the real server stores it: new Date(stamp).toISOString(), cut to milliseconds.
+    assert server.events == [{"name": "e", "timestamp": stored_timestamp(stamp)}]
 
 
 @pytest.mark.parametrize("stamp", REJECTED_TIMESTAMPS)
@@ -236,7 +239,7 @@ def test_one_bad_event_rejects_whole_batch_with_index(client: Client, server: Se
             "minimum": 1,
             "inclusive": True,
             "path": ["events", 2, "name"],
-            "message": "Too small: expected string to have >=1 characters",
+            "message": "Event name is required",  # the schema's own message
         }
     ]
     assert server.events == []
@@ -549,7 +552,8 @@ def test_other_methods_are_405(client: Client, method: str) -> None:
 def test_options_preflight(client: Client) -> None:
     for path in (BATCH_PATH, EVENTS_PATH, IDENTIFY_PATH):
         result = client.request("OPTIONS", path, auth=None)
-        assert result.status == 204
+        assert result.status == 200  # 204 only on /errors, /llm and /flags
+        assert result.headers["access-control-allow-methods"] == "POST, OPTIONS"
         assert result.body == b""
         assert result.headers["access-control-allow-origin"] == "*"
         assert "X-Idempotency-Key" in result.headers["access-control-allow-headers"]
@@ -619,7 +623,7 @@ class FakeClock:
 
 def test_rate_limit_fixed_window() -> None:
     clock = FakeClock()
-    with SerlaServer(rate_limit=2, clock=clock) as srv:
+    with SerlaServer(rate_limits={"batch": 2, "events": 2}, clock=clock) as srv:
         c = Client(srv)
         try:
             assert c.batch({"name": "a"}).status == 201
@@ -642,7 +646,9 @@ def test_rate_limit_fixed_window() -> None:
                 assert c.post(IDENTIFY_PATH, {"distinctId": "u"}).status == 200
             clock.now += 44.5
             assert c.batch({"name": "e"}).json()["retryAfter"] == 1
-            clock.now += 0.5  # the window started at the first request and ends 60 s later
+            clock.now += 0.5  # at the window's end exactly it still counts (the real limiter's resetAt < now)
+            assert c.batch({"name": "e2"}).status == 429
+            clock.now += 0.001  # the window started at the first request and ended 60 s later
             assert c.batch({"name": "f"}).status == 201
         finally:
             c.close()
@@ -878,7 +884,7 @@ def test_hang_fault_and_stop_interrupts(server: SerlaServer) -> None:
 
 
 def test_stop_interrupts_long_delay() -> None:
-    srv = serve(rate_limit=None)
+    srv = serve(rate_limits=False)
     srv.inject(Fault(delay=30))
     outcome: list[BaseException | None] = []
 
@@ -975,3 +981,252 @@ def test_add_route(client: Client, server: SerlaServer) -> None:
     client.batch({"name": "a"})
     result = client.request("GET", "/?q=1", auth=None)
     assert (result.status, result.body) == (200, b"1 events q=1")
+
+
+# ---- the real server's limits, projects, plans and storage ---------------------------------------------
+
+
+def test_real_rate_limits_are_on_by_default() -> None:
+    clock = FakeClock()
+    with SerlaServer(clock=clock) as srv:
+        c = Client(srv)
+        try:
+            assert srv.rate_limits["batch"] == 100 and srv.rate_limits["events"] == 1000
+            assert all(c.batch({"name": "e"}).status == 201 for _ in range(100))
+            limited = c.batch({"name": "e"})
+            assert limited.status == 429 and limited.json() == {
+                "error": "Too many requests",
+                "retryAfter": 60,
+            }
+            assert limited.headers["access-control-allow-methods"] == "GET, POST, OPTIONS"
+            assert c.post(EVENTS_PATH, {"name": "single"}).status == 201  # its own 1,000 bucket
+            assert c.post(IDENTIFY_PATH, {"distinctId": "u"}).status == 200  # never limited
+            assert srv.rate_limited == 1
+            clock.now += 60.001
+            assert c.batch({"name": "e"}).status == 201
+        finally:
+            c.close()
+
+
+def test_rate_limits_can_be_lifted() -> None:
+    with SerlaServer(rate_limits=False) as srv:
+        c = Client(srv)
+        try:
+            assert all(c.batch({"name": "e"}).status == 201 for _ in range(150))
+            assert srv.rate_limits == {} and srv.rate_limited == 0
+        finally:
+            c.close()
+
+
+def test_a_shorter_window_scales_retry_after() -> None:
+    clock = FakeClock()
+    with SerlaServer(rate_limits={"batch": 1}, rate_limit_window=2.0, clock=clock) as srv:
+        c = Client(srv)
+        try:
+            assert srv.rate_limit_window == 2.0
+            assert c.batch({"name": "a"}).status == 201
+            clock.now += 0.5
+            limited = c.batch({"name": "b"})
+            assert (limited.status, limited.headers["retry-after"]) == (429, "2")
+            clock.now += 1.501
+            assert c.batch({"name": "c"}).status == 201
+        finally:
+            c.close()
+    with pytest.raises(ValueError, match="rate_limit_window"):
+        SerlaServer(rate_limit_window=0)
+
+
+def test_limits_are_per_project_and_shared_by_its_keys() -> None:
+    shop = Project("shop", keys=["sk_live_a", "sk_live_b"], public_keys=["pk_live_c"])
+    blog = Project("blog", keys=["sk_live_d"])
+    with SerlaServer(projects=[shop, blog], rate_limits={"batch": 3}) as srv:
+        c = Client(srv)
+        try:
+            statuses = [
+                c.batch({"name": "e"}, auth=f"Bearer {k}").status
+                for k in ("sk_live_a", "sk_live_b", "pk_live_c", "sk_live_a")
+            ]
+            assert statuses == [201, 201, 201, 429]
+            assert c.batch({"name": "e"}, auth="Bearer sk_live_d").status == 201  # another project
+            assert c.batch({"name": "e"}, auth=f"Bearer {KEY}").status == 401  # not a key of any project
+            assert {e.project_id for e in srv.stored} == {"shop", "blog"}
+            assert [e.api_key for e in srv.stored if e.project_id == "shop"] == [
+                "sk_live_a",
+                "sk_live_b",
+                "pk_live_c",
+            ]
+        finally:
+            c.close()
+    with pytest.raises(ValueError, match="two projects"):
+        SerlaServer(projects=[shop, Project("other", keys=["sk_live_a"])])
+
+
+def test_monthly_quota_is_per_account_and_counts_this_months_events() -> None:
+    free = Project("free", keys=["sk_live_f"], plan="free", owner="acct", monthly_quota=3)
+    sibling = Project("sibling", keys=["sk_live_s"], plan="free", owner="acct", monthly_quota=3)
+    unlimited = Project("max", keys=["sk_live_m"], plan="max")
+    assert Project("x", plan="free").quota == 25_000 and unlimited.quota is None
+    with SerlaServer(projects=[free, sibling, unlimited]) as srv:
+        c = Client(srv)
+        try:
+            old = {"name": "old", "timestamp": "2020-01-01T00:00:00Z"}  # back-dated: does not count
+            assert c.batch(old, auth="Bearer sk_live_f").status == 201
+            assert c.batch({"name": "a"}, {"name": "b"}, auth="Bearer sk_live_f").status == 201
+            # The check is "already over?": one batch may cross the line.
+            assert c.batch({"name": "c"}, {"name": "d"}, auth="Bearer sk_live_s").status == 201
+            over = c.batch({"name": "e"}, auth="Bearer sk_live_f")
+            assert over.status == 429 and "retry-after" not in over.headers
+            assert over.json() == {
+                "error": "Rate limit exceeded",
+                "message": "Monthly event limit of 3 exceeded. Please upgrade your plan.",
+            }
+            assert c.post(EVENTS_PATH, {"name": "e"}, auth="Bearer sk_live_s").status == 429
+            assert c.post(IDENTIFY_PATH, {"distinctId": "u"}, auth="Bearer sk_live_f").status == 200
+            assert c.batch({"name": "e"}, auth="Bearer sk_live_m").status == 201
+        finally:
+            c.close()
+
+
+def test_plan_gates_and_key_scopes_through_authorize(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A route registered in ROUTES gets the real checks from ``authorize`` (as /errors, /export do)."""
+    from serla.devtools import server as server_module
+    from serla.devtools.wire import Endpoint, json_response
+
+    def errors(srv: SerlaServer, request: RecordedRequest) -> Response:
+        caller = srv.authorize(request, bucket="errors", quota_error="Monthly limit exceeded")
+        return caller if isinstance(caller, Response) else json_response(200, {"project": caller.project.id})
+
+    def export(srv: SerlaServer, request: RecordedRequest) -> Response:
+        caller = srv.authorize(request, bucket="export", scope="secret", cors={})
+        return caller if isinstance(caller, Response) else json_response(200, {"scope": caller.scope}, {})
+
+    monkeypatch.setitem(server_module.ROUTES, "/api/v1/errors", Endpoint(("POST",), errors, "errors", 204))
+    monkeypatch.setitem(server_module.ROUTES, "/api/v1/export", Endpoint(("GET",), export, "export"))
+    projects = [
+        Project("free", keys=["sk_live_free"], plan="free"),
+        Project("paid", keys=["sk_live_paid"], public_keys=["pk_live_paid"], plan="hobby"),
+    ]
+    with SerlaServer(projects=projects, rate_limits={"export": 1}) as srv:
+        c = Client(srv)
+        try:
+            gated = c.post("/api/v1/errors", {"message": "m"}, auth="Bearer sk_live_free")
+            assert gated.status == 402
+            assert gated.json() == {"error": "Error tracking requires the Hobby plan or above"}
+            assert c.post("/api/v1/errors", {"message": "m"}, auth="Bearer pk_live_paid").json() == {
+                "project": "paid"
+            }
+            assert c.request("OPTIONS", "/api/v1/errors", auth=None).status == 204
+            refused = c.request("GET", "/api/v1/export", auth="Bearer pk_live_paid")
+            assert refused.status == 403 and refused.json()["error"] == "This endpoint requires a secret key"
+            assert "access-control-allow-origin" not in refused.headers
+            assert c.request("GET", "/api/v1/export", auth="Bearer sk_live_paid").json() == {
+                "scope": "secret"
+            }
+            assert (
+                c.request("GET", "/api/v1/export", auth="Bearer sk_live_paid").status == 429
+            )  # 10/min, here 1
+        finally:
+            c.close()
+
+
+def test_any_key_mode_scopes_by_prefix(server: SerlaServer, client: Client) -> None:
+    assert client.batch({"name": "a"}, auth="Bearer pk_live_x").status == 201
+    assert client.batch({"name": "b"}, auth="Bearer anything").status == 201
+    assert client.batch({"name": "c"}, auth="Bearer ").status == 401
+    assert {e.project_id for e in server.stored} == {"default"}
+
+
+def test_stored_values_are_what_the_real_server_stores(client: Client, server: SerlaServer) -> None:
+    body = (
+        b'{"events":[{"name":"n","timestamp":"2024-01-15T10:30:00.123456789Z","properties":'
+        b'{"big":9007199254740993,"neg":-9007199254740993,"e25":10000000000000000000000001,'
+        b'"inf":1e400,"huge":' + b"1" * 400 + b',"ok":9007199254740991,"f":0.5,'
+        b'"__proto__":{"x":1},"nested":{"__proto__":1,"deep":[1e400]}}}]}'
+    )
+    assert client.post(BATCH_PATH, body).status == 201
+    (event,) = server.events
+    assert event["timestamp"] == "2024-01-15T10:30:00.123Z"
+    assert event["properties"] == {
+        "big": 9007199254740992,
+        "neg": -9007199254740992,
+        "e25": 10**25,
+        "inf": None,
+        "huge": None,
+        "ok": 9007199254740991,
+        "f": 0.5,
+        "nested": {"__proto__": 1, "deep": [None]},  # only a top-level __proto__ is dropped
+    }
+
+
+def test_identify_drops_proto_and_rounds_big_ints(client: Client, server: SerlaServer) -> None:
+    body = b'{"distinctId":"u","properties":{"__proto__":{"a":1},"n":9007199254740993,"w":-1e400}}'
+    assert client.post(IDENTIFY_PATH, body).status == 200
+    assert server.identities == {"u": {"n": 9007199254740992, "w": None}}
+
+
+def test_a_session_of_another_project_is_replaced() -> None:
+    projects = [Project("a", keys=["sk_live_a"]), Project("b", keys=["sk_live_b"])]
+    session = uuid.uuid4().hex
+    with SerlaServer(projects=projects) as srv:
+        c = Client(srv)
+        try:
+            first = c.post(EVENTS_PATH, {"name": "e", "sessionId": session}, auth="Bearer sk_live_a").json()
+            again = c.post(EVENTS_PATH, {"name": "e", "sessionId": session}, auth="Bearer sk_live_a").json()
+            other = c.post(EVENTS_PATH, {"name": "e", "sessionId": session}, auth="Bearer sk_live_b").json()
+            assert first["sessionId"] == again["sessionId"] == session
+            assert other["sessionId"] != session and re.fullmatch("[0-9a-f]{32}", other["sessionId"])
+            assert c.batch({"name": "e", "sessionId": session}, auth="Bearer sk_live_b").status == 201
+            stored = srv.stored
+            assert [e.session_id == session for e in stored] == [True, True, False, False]
+            assert stored[2].data["sessionId"] == stored[2].session_id  # what the real row holds
+        finally:
+            c.close()
+
+
+def test_a_2000_level_body_is_stored_and_a_deeper_one_is_a_500_on_a_kept_connection(
+    client: Client, server: SerlaServer
+) -> None:
+    deep = b"[" * 2000 + b"]" * 2000
+    assert (
+        client.post(BATCH_PATH, b'{"events":[{"name":"deep","properties":{"a":' + deep + b"}}]}").status
+        == 201
+    )
+    sock = client.conn.sock
+    deeper = b'{"a":' * 5000 + b"1" + b"}" * 5000
+    result = client.post(BATCH_PATH, b'{"events":[{"name":"deeper","properties":{"a":' + deeper + b"}}]}")
+    assert result.status == 500 and result.json() == {"error": "Internal server error"}
+    assert client.conn.sock is sock
+    assert client.post(IDENTIFY_PATH, b'{"distinctId":"u","properties":{"a":' + deep + b"}}").status == 200
+    (event,) = server.stored
+    depth, value = 0, event.data["properties"]["a"]
+    while value:
+        depth, value = depth + 1, value[0]
+    assert depth == 1999  # the innermost of 2,000 brackets is the empty list
+
+
+def test_the_default_project_can_have_a_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serla.devtools import server as server_module
+    from serla.devtools.store import StoredEvent
+    from serla.devtools.wire import Endpoint, json_response
+
+    def flags(srv: SerlaServer, request: RecordedRequest) -> Response:
+        caller = srv.authorize(request, bucket="flags")
+        return caller if isinstance(caller, Response) else json_response(200, {"flags": {}})
+
+    monkeypatch.setitem(server_module.ROUTES, "/api/v1/flags", Endpoint(("GET",), flags, "flags", 204))
+    with SerlaServer(plan="free") as srv:
+        c = Client(srv)
+        try:
+            assert srv.plan == "free"
+            gated = c.request("GET", "/api/v1/flags", auth="Bearer any_key")
+            assert gated.json() == {"error": "Feature flags require the Hobby plan or above"}
+            with srv.locked_store() as store:
+                store.add_events(
+                    [StoredEvent({"name": "fill"}, None, 0, "", received_at=time.time())] * 25_000
+                )
+            over = c.batch({"name": "e"})
+            assert over.status == 429 and over.json()["message"].startswith("Monthly event limit of 25,000")
+        finally:
+            c.close()
+    with pytest.raises(ValueError, match="plan"):
+        SerlaServer(plan="gold")

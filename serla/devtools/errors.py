@@ -22,23 +22,18 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Optional
 
-from serla.devtools.server import (
-    _CORS_HEADERS,
-    _MALFORMED,
-    RecordedRequest,
-    Response,
-    _format_issue,
-    _has_bad_chars,
-    _json_response,
-    _parse_json,
-    _too_big,
-    _too_small,
-    _type_issue,
-    is_valid_timestamp,
-)
+from serla.devtools.validation import MALFORMED as _MALFORMED
+from serla.devtools.validation import format_issue as _format_issue
+from serla.devtools.validation import has_bad_chars as _has_bad_chars
+from serla.devtools.validation import is_valid_timestamp
+from serla.devtools.validation import too_big as _too_big
+from serla.devtools.validation import too_small as _too_small
+from serla.devtools.validation import type_issue as _type_issue
+from serla.devtools.wire import RecordedRequest, Response, parsed_body
+from serla.devtools.wire import json_response as _json_response
 
 if TYPE_CHECKING:
     from serla.devtools.server import SerlaServer
@@ -58,12 +53,6 @@ ERRORS_PATH: Final = "/api/v1/errors"
 ERRORS_PAGE: Final = "/errors"
 ERRORS_API: Final = "/api/dev/errors"
 PLAN_ERROR: Final = "Error tracking requires the Hobby plan or above"
-
-_PREFLIGHT: Final[Mapping[str, str]] = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Idempotency-Key",
-}
 
 # errorSchema, in its key order (zod reports issues in this order).
 _STRING_FIELDS: Final = (
@@ -437,21 +426,22 @@ class ErrorsEndpoint:
         self._accepted = 0
 
     def handle(self, request: RecordedRequest) -> Response:
-        """Answer one request to ``/api/v1/errors`` the way the real route does."""
-        if request.method == "OPTIONS":
-            return Response(204, b"", _PREFLIGHT)
-        if request.method != "POST":
-            return Response(405, b"", {"Allow": "OPTIONS, POST", **_CORS_HEADERS})
+        """Answer one ``POST /api/v1/errors`` the way the real route does.
+
+        The server's routing table (``serla.devtools.server.ROUTES``) sends the request here and answers
+        ``OPTIONS`` (204) and other methods (405) itself.
+        """
         server = self._server
-        api_key = server._authenticate(request, allow_query=False)
-        if api_key is None:
-            return _json_response(401, {"error": "Invalid API key"})
-        if api_key in self.free_keys:
+        caller = server.authenticate(request)
+        if isinstance(caller, Response):
+            return caller
+        if caller.key in self.free_keys:
             return _json_response(402, {"error": PLAN_ERROR})
-        limited = server._check_rate_limit(ERRORS_PATH)
-        if limited is not None:
-            return limited
-        parsed = _parse_json(request.body)
+        refused = server.check_limits(caller, bucket="errors", quota_error="Monthly limit exceeded")
+        if refused is not None:
+            return refused
+        api_key = caller.key
+        parsed = parsed_body(request)
         if parsed is _MALFORMED:
             return _json_response(400, {"error": "Invalid JSON"})
         report, issues = validate_error_report(parsed)
@@ -493,11 +483,12 @@ class ErrorsEndpoint:
 
 
 def register(server: SerlaServer, store: Optional[ErrorStore] = None) -> ErrorsEndpoint:
-    """Serve ``POST``/``OPTIONS /api/v1/errors`` on ``server``; returns the endpoint (``server.errors``)."""
-    endpoint = ErrorsEndpoint(server, store)
-    for method in ("POST", "OPTIONS", "GET", "PUT", "PATCH", "DELETE"):
-        server.add_route(method, ERRORS_PATH, endpoint.handle)
-    return endpoint
+    """Make the endpoint that serves ``POST /api/v1/errors`` on ``server`` (through its ``ROUTES`` entry).
+
+    Returns:
+        The endpoint; the server keeps it as ``server.errors``.
+    """
+    return ErrorsEndpoint(server, store)
 
 
 def register_dev(server: Any) -> ErrorsEndpoint:

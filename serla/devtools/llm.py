@@ -32,20 +32,16 @@ from typing import TYPE_CHECKING, Any, Final, Optional, Protocol
 
 from serla._encode import format_timestamp
 from serla._llm import MAX_IO_BYTES, json_size
-from serla.devtools.server import (
-    _MALFORMED,
-    RATE_LIMIT_WINDOW,
-    RecordedRequest,
-    Response,
-    _format_issue,
-    _json_response,
-    _parse_json,
-    _too_big,
-    _too_small,
-    _type_issue,
-    _utf16_len,
-    is_valid_timestamp,
-)
+from serla.devtools.limits import RATE_LIMIT_WINDOW
+from serla.devtools.validation import MALFORMED as _MALFORMED
+from serla.devtools.validation import MISSING, is_valid_timestamp
+from serla.devtools.validation import format_issue as _format_issue
+from serla.devtools.validation import too_big as _too_big
+from serla.devtools.validation import too_small as _too_small
+from serla.devtools.validation import type_issue as _type_issue
+from serla.devtools.validation import utf16_len as _utf16_len
+from serla.devtools.wire import RecordedRequest, Response, parsed_body
+from serla.devtools.wire import json_response as _json_response
 
 if TYPE_CHECKING:
     from serla.devtools.server import SerlaServer
@@ -70,12 +66,6 @@ LLM_PAGE: Final = "/llm"
 LLM_API: Final = "/api/dev/llm"
 """``serla dev``'s JSON list of LLM calls and per-model totals."""
 _MAX_SAFE_INT: Final = 2**53 - 1
-_PREFLIGHT: Final[Mapping[str, str]] = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Idempotency-Key",
-}
-
 PRICES: Final[Mapping[str, tuple[float, float]]] = {
     "anthropic/claude-3-haiku": (0.25, 1.25),
     "anthropic/claude-opus-4": (15, 75),
@@ -268,7 +258,7 @@ def validate_generation(body: Any) -> tuple[dict[str, Any] | None, list[dict[str
             gen[key] = value
     model = body.get("model")
     if type(model) is not str:
-        issues.append(_type_issue("string", model if "model" in body else _Missing, ["model"]))
+        issues.append(_type_issue("string", model if "model" in body else MISSING, ["model"]))
     elif not model:
         issues.append(_too_small("string", 1, ["model"]))
     elif _utf16_len(model) > 200:
@@ -336,14 +326,6 @@ def validate_generation(body: Any) -> tuple[dict[str, Any] | None, list[dict[str
         else:
             gen["timestamp"] = stamp
     return (None, issues) if issues else (gen, [])
-
-
-class _MissingType:
-    def __repr__(self) -> str:
-        return "undefined"
-
-
-_Missing: Final = _MissingType()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -456,8 +438,8 @@ class LlmEndpoint:
         self._window: list[float] = [0.0, 0.0, 0.0]  # start, count, started
         self._cond = threading.Condition()
         self._count = 0
-        server.add_route("POST", LLM_PATH, self.handle)
-        server.add_route("OPTIONS", LLM_PATH, lambda _request: Response(204, b"", _PREFLIGHT))
+        # The server's routing table (serla.devtools.server.ROUTES) sends POST /api/v1/llm to handle()
+        # and answers OPTIONS (204) and other methods (405) itself.
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -487,15 +469,19 @@ class LlmEndpoint:
 
     def handle(self, request: RecordedRequest) -> Response:
         """Answer one ``POST /api/v1/llm`` the way the real route does."""
-        key = self._server._authenticate(request, allow_query=False)
-        if key is None:
-            return _json_response(401, {"error": "Invalid API key"})
-        if key in self.free_keys:
+        server = self._server
+        caller = server.authenticate(request)
+        if isinstance(caller, Response):
+            return caller
+        if caller.key in self.free_keys:
             return _json_response(402, {"error": "LLM observability requires the Hobby plan or above"})
-        limited = self._limited()
+        refused = server.check_limits(caller, bucket="llm", quota_error="Monthly limit exceeded")
+        if refused is not None:
+            return refused
+        limited = self._limited()  # this endpoint's own, optional, limit
         if limited is not None:
             return limited
-        parsed = _parse_json(request.body)
+        parsed = parsed_body(request)
         if parsed is _MALFORMED:
             return _json_response(400, {"error": "Invalid JSON"})
         gen, issues = validate_generation(parsed)

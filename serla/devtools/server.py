@@ -1,17 +1,34 @@
-"""A local Serla ingest server that follows the real server's wire contract.
+"""A local Serla server that answers and stores what the real server does.
 
-The server speaks the contract in ``SERLA_API.md`` (sections 1, 2, 4, 6.1, 6.2 and 6.3) over real HTTP/1.1
-with keep-alive: the same routes, status codes, JSON bodies, validation ``details`` and the payloads that
-pass validation but fail in the real database with a 500. It has three users:
+The server speaks the contract in ``SERLA_API.md`` over real HTTP/1.1 with keep-alive: the same routes,
+status codes, JSON bodies, validation ``details``, the payloads that pass validation but fail in the real
+database with a 500, and the real limits, by default:
+
+* keys belong to projects (:class:`~serla.devtools.limits.Project`; several keys may share one), with
+  secret and public scopes;
+* per-minute rate limits per project and endpoint (batch 100, events 1,000, ...; ``/identify`` none), in
+  fixed windows that start at the first request, answered with the real 429 and its headers. Lift them
+  with ``rate_limits=False``, or shorten the window with ``rate_limit_window`` so a test of a one-minute
+  scenario runs in seconds;
+* the monthly quota and the plan gates (402) of projects configured with a plan;
+* what is stored is what the real server stores (see :mod:`serla.devtools.validation`): timestamps cut to
+  milliseconds, integers beyond +-(2^53-1) rounded like JavaScript doubles, ``1e400`` as ``null``, a
+  ``__proto__`` property dropped, a malformed or foreign ``sessionId`` replaced, bodies of any depth.
+
+It has three users:
 
 * the SDK's test-suite, which runs it on ``127.0.0.1`` instead of mocking HTTP;
 * the benchmarks, which push large volumes of events through it;
-* ``serla dev``, which adds a persistent :class:`Store` and a web page on top
-  (see :meth:`SerlaServer.add_route`).
+* ``serla dev``, which adds a persistent store and a web page on top (see :meth:`SerlaServer.add_route`).
 
 On top of the contract it records every request (:attr:`SerlaServer.requests`) and every stored event
 (:attr:`SerlaServer.events`, :attr:`SerlaServer.stored`), and it can inject faults (:class:`Fault`) such as
 error statuses, delays, dropped connections and "stored, then the response was lost".
+
+Routing is the table :data:`ROUTES` (path -> :class:`~serla.devtools.wire.Endpoint`); an endpoint's handler
+gets the server and the request and uses :meth:`SerlaServer.authorize` for the checks every route makes in
+the real server's order (key 401, plan 402, per-minute 429, monthly quota 429). The ingest routes are in
+:mod:`serla.devtools.ingest`.
 
 Only the standard library is used. Nothing here runs at import time.
 """
@@ -21,30 +38,66 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
 import selectors
 import socket
 import socketserver
 import threading
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final, Protocol, Union, cast
+from typing import TYPE_CHECKING, Any, Final, Union, cast
 from urllib.parse import parse_qs, urlsplit
 
 from serla._version import __version__
+from serla.devtools import ingest
+from serla.devtools.flags import FlagRoute
+from serla.devtools.limits import (
+    PLAN_FEATURES,
+    RATE_LIMIT_WINDOW,
+    RATE_LIMITS,
+    Limited,
+    Project,
+    RateLimiter,
+    month_start,
+)
+from serla.devtools.store import DEFAULT_PROJECT, MemoryStore, Store, StoredEvent
+from serla.devtools.validation import is_valid_timestamp
+from serla.devtools.wire import (
+    BATCH_PATH,
+    CORS_HEADERS,
+    ERRORS_PATH,
+    EVENTS_PATH,
+    FLAGS_PATH,
+    IDENTIFY_PATH,
+    JSON_TYPE,
+    LLM_PATH,
+    TEXT_TYPE,
+    Caller,
+    Endpoint,
+    RecordedRequest,
+    Response,
+    json_response,
+    parsed_body,
+)
+
+if TYPE_CHECKING:
+    from serla.devtools.errors import ErrorsEndpoint
+    from serla.devtools.llm import LlmEndpoint
 
 __all__ = [
     "BATCH_PATH",
     "EVENTS_PATH",
     "IDENTIFY_PATH",
+    "ROUTES",
+    "Caller",
+    "Endpoint",
     "Fault",
     "MemoryStore",
+    "Project",
     "RecordedRequest",
     "Response",
     "SerlaServer",
@@ -54,170 +107,38 @@ __all__ = [
     "serve",
 ]
 
-BATCH_PATH: Final = "/api/v1/events/batch"
-EVENTS_PATH: Final = "/api/v1/events"
-IDENTIFY_PATH: Final = "/api/v1/identify"
-_INGEST_PATHS: Final = frozenset({BATCH_PATH, EVENTS_PATH, IDENTIFY_PATH})
-
-MAX_BATCH_EVENTS: Final = 100
-MAX_IDENTIFY_DISTINCT_ID: Final = 256  # UTF-16 code units
-RATE_LIMIT_WINDOW: Final = 60.0  # seconds, fixed windows (SERLA_API.md section 4.1)
-_INT32_MIN: Final = -(2**31)
-_INT32_MAX: Final = 2**31 - 1
-
-_CORS_HEADERS: Final[Mapping[str, str]] = {"Access-Control-Allow-Origin": "*"}
-_PREFLIGHT_HEADERS: Final[Mapping[str, str]] = {
+FLAGS_CORS: Final[Mapping[str, str]] = {
     "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
     "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Idempotency-Key",
-    "Access-Control-Max-Age": "86400",
 }
-_JSON_TYPE: Final = "application/json"
-_TEXT_TYPE: Final = "text/plain; charset=utf-8"
+ROUTES: Final[dict[str, Endpoint]] = {
+    BATCH_PATH: ingest.BATCH,
+    EVENTS_PATH: ingest.EVENTS,
+    IDENTIFY_PATH: ingest.IDENTIFY,
+    ERRORS_PATH: Endpoint(("POST",), lambda server, request: server.errors.handle(request), "errors", 204),
+    LLM_PATH: Endpoint(("POST",), lambda server, request: server.llm.handle(request), "llm", 204),
+    FLAGS_PATH: Endpoint(
+        ("GET",), lambda server, request: server.flags.handle(request), "flags", 204, FLAGS_CORS
+    ),
+}
+# Registering an endpoint module is one line above: ``PATH: Endpoint(methods, handler, bucket, preflight)``.
+"""The Serla routes: path -> endpoint. A new endpoint module adds one line here, e.g.
+``ERRORS_PATH: errors.ENDPOINT`` where ``ENDPOINT = Endpoint(("POST",), handle, bucket="errors",
+preflight_status=204)`` and ``handle(server, request)`` starts with ``server.authorize(request,
+bucket="errors", quota_error="Monthly limit exceeded")``."""
+
+_RATE_LIMIT_CORS: Final[Mapping[str, str]] = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Idempotency-Key",
+}
 # What Vercel answers for a body over its 4.5 MB cap: plain text, not Serla JSON.
 _VERCEL_413_BODY: Final = b"Request Entity Too Large\n\nFUNCTION_PAYLOAD_TOO_LARGE\n"
-_QUOTA_MESSAGE: Final = "Monthly event limit of 25,000 exceeded. Please upgrade your plan."
-
-# SERLA_API.md section 3. ``[0-9]`` rather than ``\d`` (which matches any Unicode digit), and the pattern is
-# used with ``fullmatch`` because ``$`` would accept a trailing newline.
-_TIMESTAMP_PATTERN: Final = (
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.[0-9]+)?)?Z"
-)
-_TIMESTAMP_RE: Final = re.compile(_TIMESTAMP_PATTERN)
-_SESSION_ID_RE: Final = re.compile(r"[0-9a-fA-F]{32}")
-# NUL and UTF-16 surrogates: the real database rejects both (an unpaired surrogate is the only way a
-# surrogate can appear in a ``str`` produced by ``json.loads``; proper pairs are combined).
-_DB_BAD_CHARS_RE: Final = re.compile(r"[\x00\ud800-\udfff]")
-# Hex digit -> the same digit with the two RFC 4122 variant bits set (10xx).
-_UUID_VARIANT: Final[Mapping[str, str]] = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
-_DAYS_IN_MONTH: Final = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-
-# Event schema, in the real schema's key order so issues come out in the same order zod reports them.
-_EVENT_STRING_FIELDS: Final = (
-    "distinctId",
-    "sessionId",
-    "pageUrl",
-    "pagePath",
-    "pageTitle",
-    "referrer",
-)
-_EVENT_NUMBER_FIELDS: Final = ("clickX", "clickY")
-_EVENT_FIELDS: Final = frozenset(
-    {"name", "properties", "timestamp", "elementSelector", *_EVENT_STRING_FIELDS, *_EVENT_NUMBER_FIELDS}
-)
+_QUOTA_MESSAGE: Final = "Monthly event limit of {quota:,} exceeded. Please upgrade your plan."
 
 FaultBody = Union[bytes, str, Mapping[str, Any], Sequence[Any], None]
 """What :attr:`Fault.body` accepts: raw bytes, text, or a JSON-serialisable object."""
-
-
-class _Missing:
-    """Marker for an absent JSON field (zod's ``undefined``)."""
-
-
-_MISSING: Final = _Missing()
-
-
-class _Malformed:
-    """Marker for a request body that is not valid JSON."""
-
-
-_MALFORMED: Final = _Malformed()
-
-
-# --------------------------------------------------------------------------------------------------------
-# Public records
-
-
-@dataclass
-class RecordedRequest:
-    """One HTTP request the server received, including rejected ones.
-
-    The server appends the record when the request arrives (``status`` is ``0`` then) and sets ``status``
-    just before it writes the response, so once a client has its response the record is complete.
-
-    Attributes:
-        method: The HTTP method, e.g. ``"POST"``.
-        path: The request path without the query string, e.g. ``"/api/v1/events/batch"``.
-        headers: Request headers with lower-case names. Values are stripped of surrounding spaces and tabs
-            (as the real server's fetch ``Headers`` does); repeated headers are joined with ``", "``.
-        body: The raw request body.
-        status: The status code sent, or ``0`` if no response was sent (the connection was dropped by a
-            fault, or the request is still being handled).
-        idempotency_key: The ``X-Idempotency-Key`` header, or ``None`` when absent or empty.
-        event_count: How many events the body carries: the length of ``events`` for a parseable batch,
-            ``1`` for a JSON object sent to ``/api/v1/events``, otherwise ``0``. It does not depend on
-            whether the events were stored.
-        query: The raw query string without the ``?`` (``""`` when there is none).
-        fault: The fault applied to this request, if any.
-    """
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    status: int = 0
-    idempotency_key: str | None = None
-    event_count: int = 0
-    query: str = ""
-    fault: Fault | None = None
-
-    def json(self) -> Any:
-        """Parse the body as JSON.
-
-        Returns:
-            The decoded JSON value.
-
-        Raises:
-            ValueError: If the body is not valid JSON.
-        """
-        return json.loads(self.body.decode("utf-8"))
-
-
-@dataclass
-class StoredEvent:
-    """An event the server accepted and stored, with server-side metadata. Treat it as read-only.
-
-    (Not a frozen dataclass only because frozen ones are about 3x slower to create.)
-
-    Attributes:
-        data: The event's known fields exactly as the client sent them (unknown fields are dropped, absent
-            fields stay absent: no default ``properties`` or ``timestamp`` is filled in). This is what
-            :attr:`SerlaServer.events` returns.
-        idempotency_key: The request's ``X-Idempotency-Key`` header, or ``None``.
-        position: The event's index in its request (always ``0`` for ``POST /api/v1/events``).
-        user_agent: The request's ``User-Agent`` header (``""`` when absent).
-        event_id: The UUID the server assigned.
-        session_id: The session the event was filed under: the client's ``sessionId`` if it is 32 hex
-            characters, otherwise a fresh random one (as the real server does).
-        endpoint: The path the event arrived on.
-        received_at: Wall-clock receive time (``time.time()``).
-        api_key: The API key that authenticated the request.
-    """
-
-    data: dict[str, Any]
-    idempotency_key: str | None
-    position: int
-    user_agent: str
-    event_id: str = ""
-    session_id: str = ""
-    endpoint: str = BATCH_PATH
-    received_at: float = 0.0
-    api_key: str = ""
-
-
-@dataclass(frozen=True)
-class Response:
-    """An HTTP response produced by a route.
-
-    Attributes:
-        status: The status code.
-        body: The response body. ``Content-Length`` is computed by the server; don't set it.
-        headers: Extra response headers.
-    """
-
-    status: int
-    body: bytes = b""
-    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -270,432 +191,7 @@ class Fault:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Storage
-
-
-class Store(Protocol):
-    """Where the server keeps events and identities.
-
-    :class:`SerlaServer` serialises every call under its own lock, so an implementation doesn't need to be
-    thread-safe, but its methods run on the server's connection threads (not the thread that created it).
-    """
-
-    def add_events(self, events: Sequence[StoredEvent]) -> None:
-        """Append accepted events, in arrival order.
-
-        Args:
-            events: The events of one request.
-        """
-        ...
-
-    def events(self) -> list[StoredEvent]:
-        """Return every stored event in arrival order.
-
-        Returns:
-            A new list; the caller may keep it.
-        """
-        ...
-
-    def event_count(self) -> int:
-        """Return how many events are stored.
-
-        Returns:
-            The number of stored events.
-        """
-        ...
-
-    def find_idempotency_key(self, key: str) -> StoredEvent | None:
-        """Find the first event stored under an ``X-Idempotency-Key``.
-
-        Args:
-            key: A non-empty idempotency key.
-
-        Returns:
-            The first event stored with that key, or ``None``.
-        """
-        ...
-
-    def identify(self, distinct_id: str, properties: Mapping[str, Any]) -> str:
-        """Upsert a person and shallow-merge ``properties`` into theirs.
-
-        Args:
-            distinct_id: The person's distinct ID.
-            properties: Properties to merge: sent keys overwrite, other keys are kept.
-
-        Returns:
-            The person's identity ID (a UUID string, stable for a distinct ID).
-        """
-        ...
-
-    def identities(self) -> dict[str, dict[str, Any]]:
-        """Return every person's merged properties.
-
-        Returns:
-            A new dict mapping distinct ID to a copy of the merged properties.
-        """
-        ...
-
-    def clear(self) -> None:
-        """Forget all events, identities and idempotency keys."""
-        ...
-
-
-class MemoryStore:
-    """A :class:`Store` that keeps everything in process memory. Not thread-safe on its own."""
-
-    def __init__(self) -> None:
-        """Create an empty store."""
-        self._events: list[StoredEvent] = []
-        self._by_key: dict[str, StoredEvent] = {}
-        self._people: dict[str, tuple[str, dict[str, Any]]] = {}
-
-    def add_events(self, events: Sequence[StoredEvent]) -> None:
-        """Append accepted events, in arrival order.
-
-        Args:
-            events: The events of one request.
-        """
-        self._events.extend(events)
-        for event in events:
-            key = event.idempotency_key
-            if key and key not in self._by_key:
-                self._by_key[key] = event
-
-    def events(self) -> list[StoredEvent]:
-        """Return every stored event in arrival order.
-
-        Returns:
-            A new list; the caller may keep it.
-        """
-        return list(self._events)
-
-    def event_count(self) -> int:
-        """Return how many events are stored.
-
-        Returns:
-            The number of stored events.
-        """
-        return len(self._events)
-
-    def find_idempotency_key(self, key: str) -> StoredEvent | None:
-        """Find the first event stored under an ``X-Idempotency-Key``.
-
-        Args:
-            key: A non-empty idempotency key.
-
-        Returns:
-            The first event stored with that key, or ``None``.
-        """
-        return self._by_key.get(key)
-
-    def identify(self, distinct_id: str, properties: Mapping[str, Any]) -> str:
-        """Upsert a person and shallow-merge ``properties`` into theirs.
-
-        Args:
-            distinct_id: The person's distinct ID.
-            properties: Properties to merge: sent keys overwrite, other keys are kept.
-
-        Returns:
-            The person's identity ID (a UUID string, stable for a distinct ID).
-        """
-        person = self._people.get(distinct_id)
-        if person is None:
-            person = (str(uuid.uuid4()), {})
-            self._people[distinct_id] = person
-        person[1].update(properties)
-        return person[0]
-
-    def identities(self) -> dict[str, dict[str, Any]]:
-        """Return every person's merged properties.
-
-        Returns:
-            A new dict mapping distinct ID to a copy of the merged properties.
-        """
-        return {distinct_id: dict(props) for distinct_id, (_, props) in self._people.items()}
-
-    def clear(self) -> None:
-        """Forget all events, identities and idempotency keys."""
-        self._events.clear()
-        self._by_key.clear()
-        self._people.clear()
-
-
-# --------------------------------------------------------------------------------------------------------
-# Validation (zod-like issues) and the database's extra rules
-
-
-def _received(value: Any) -> str:
-    """Name a JSON value's type the way zod's messages do."""
-    if value is _MISSING:
-        return "undefined"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _type_issue(expected: str, value: Any, path: Sequence[str | int]) -> dict[str, Any]:
-    return {
-        "expected": expected,
-        "code": "invalid_type",
-        "path": list(path),
-        "message": f"Invalid input: expected {expected}, received {_received(value)}",
-    }
-
-
-def _too_small(origin: str, minimum: int, path: Sequence[str | int]) -> dict[str, Any]:
-    unit = "items" if origin == "array" else "characters"
-    return {
-        "origin": origin,
-        "code": "too_small",
-        "minimum": minimum,
-        "inclusive": True,
-        "path": list(path),
-        "message": f"Too small: expected {origin} to have >={minimum} {unit}",
-    }
-
-
-def _too_big(origin: str, maximum: int, path: Sequence[str | int]) -> dict[str, Any]:
-    unit = "items" if origin == "array" else "characters"
-    return {
-        "origin": origin,
-        "code": "too_big",
-        "maximum": maximum,
-        "inclusive": True,
-        "path": list(path),
-        "message": f"Too big: expected {origin} to have <={maximum} {unit}",
-    }
-
-
-def _format_issue(path: Sequence[str | int]) -> dict[str, Any]:
-    return {
-        "origin": "string",
-        "code": "invalid_format",
-        "format": "datetime",
-        "pattern": _TIMESTAMP_PATTERN,
-        "path": list(path),
-        "message": "Invalid ISO datetime",
-    }
-
-
-def is_valid_timestamp(value: str) -> bool:
-    """Tell whether a string passes the server's timestamp validation (SERLA_API.md section 3).
-
-    Args:
-        value: The candidate timestamp.
-
-    Returns:
-        ``True`` for ``YYYY-MM-DDTHH:MM[:SS[.fraction]]Z`` with a real calendar date and time.
-    """
-    match = _TIMESTAMP_RE.fullmatch(value)
-    if match is None:
-        return False
-    year_s, month_s, day_s, hour_s, minute_s, second_s = match.groups()
-    month = int(month_s)
-    day = int(day_s)
-    if not 1 <= month <= 12 or day < 1:
-        return False
-    days = _DAYS_IN_MONTH[month - 1]
-    if month == 2:
-        year = int(year_s)
-        if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
-            days = 29
-    if day > days or int(hour_s) > 23 or int(minute_s) > 59:
-        return False
-    return second_s is None or int(second_s) <= 59
-
-
-def _is_number(value: Any) -> bool:
-    kind = type(value)
-    return kind is int or (kind is float and math.isfinite(value))
-
-
-def _validate_event(obj: Any, prefix: tuple[str | int, ...], issues: list[dict[str, Any]]) -> dict[str, Any]:
-    """Validate one event object; append issues and return its known fields.
-
-    The returned dict is only meaningful when no issues were added.
-    """
-    if type(obj) is not dict:
-        issues.append(_type_issue("object", obj, prefix))
-        return {}
-    clean: dict[str, Any] = {}
-    name = obj.get("name", _MISSING)
-    if type(name) is not str:
-        issues.append(_type_issue("string", name, (*prefix, "name")))
-    elif not name:
-        issues.append(_too_small("string", 1, (*prefix, "name")))
-    clean["name"] = name
-    if len(obj) == 1:  # fast path: only ``name``
-        return clean
-    if "properties" in obj:
-        props = obj["properties"]
-        # ``null`` passes validation; it is the database that rejects it (see _db_rejects_event).
-        if props is not None and type(props) is not dict:
-            issues.append(_type_issue("record", props, (*prefix, "properties")))
-        clean["properties"] = props
-    if "timestamp" in obj:
-        stamp = obj["timestamp"]
-        if stamp is not None:
-            if type(stamp) is not str:
-                issues.append(_type_issue("string", stamp, (*prefix, "timestamp")))
-            elif not is_valid_timestamp(stamp):
-                issues.append(_format_issue((*prefix, "timestamp")))
-        clean["timestamp"] = stamp
-    for key in _EVENT_STRING_FIELDS:
-        if key in obj:
-            value = obj[key]
-            if value is not None and type(value) is not str:
-                issues.append(_type_issue("string", value, (*prefix, key)))
-            clean[key] = value
-    for key in _EVENT_NUMBER_FIELDS:
-        if key in obj:
-            value = obj[key]
-            if value is not None and not _is_number(value):
-                issues.append(_type_issue("number", value, (*prefix, key)))
-            clean[key] = value
-    if "elementSelector" in obj:
-        value = obj["elementSelector"]
-        if value is not None and type(value) is not str:
-            issues.append(_type_issue("string", value, (*prefix, "elementSelector")))
-        clean["elementSelector"] = value
-    return clean
-
-
-def _validate_batch(body: Any, issues: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if type(body) is not dict:
-        issues.append(_type_issue("object", body, ()))
-        return []
-    events = body.get("events", _MISSING)
-    if type(events) is not list:
-        issues.append(_type_issue("array", events, ("events",)))
-        return []
-    clean = [_validate_event(event, ("events", index), issues) for index, event in enumerate(events)]
-    if not events:
-        issues.append(_too_small("array", 1, ("events",)))
-    elif len(events) > MAX_BATCH_EVENTS:
-        issues.append(_too_big("array", MAX_BATCH_EVENTS, ("events",)))
-    return clean
-
-
-def _utf16_len(value: str) -> int:
-    return len(value.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def _validate_identify(body: Any, issues: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    if type(body) is not dict:
-        issues.append(_type_issue("object", body, ()))
-        return "", {}
-    distinct_id = body.get("distinctId", _MISSING)
-    if type(distinct_id) is not str:
-        issues.append(_type_issue("string", distinct_id, ("distinctId",)))
-        distinct_id = ""
-    elif not distinct_id:
-        issues.append(_too_small("string", 1, ("distinctId",)))
-    elif (
-        len(distinct_id) > MAX_IDENTIFY_DISTINCT_ID // 2
-        and _utf16_len(distinct_id) > MAX_IDENTIFY_DISTINCT_ID
-    ):
-        issues.append(_too_big("string", MAX_IDENTIFY_DISTINCT_ID, ("distinctId",)))
-    props = body.get("properties", _MISSING)
-    if props is _MISSING:
-        props = {}
-    elif type(props) is not dict:
-        issues.append(_type_issue("record", props, ("properties",)))
-        props = {}
-    return distinct_id, props
-
-
-def _has_bad_chars(value: Any) -> bool:
-    """Tell whether NUL or an unpaired surrogate occurs in any string or key inside ``value``."""
-    search = _DB_BAD_CHARS_RE.search
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is str:
-            if search(item):
-                return True
-        elif kind is dict:
-            for key, child in item.items():
-                if search(key):
-                    return True
-                stack.append(child)
-        elif kind is list:
-            stack.extend(item)
-    return False
-
-
-def _db_rejects_event(event: dict[str, Any], check_chars: bool) -> bool:
-    """Apply the rules that make the real database fail (a 500) for an event that passed validation."""
-    if "properties" in event and event["properties"] is None:
-        return True
-    for key in _EVENT_NUMBER_FIELDS:
-        value = event.get(key)
-        if value is not None:
-            if type(value) is float:
-                if not value.is_integer():
-                    return True
-                value = int(value)
-            if not _INT32_MIN <= value <= _INT32_MAX:
-                return True
-    if check_chars:
-        for key, value in event.items():
-            # An invalid sessionId is replaced by a random one before the insert, so it can't break it.
-            if key != "sessionId" and _has_bad_chars(value):
-                return True
-    return False
-
-
-def _parse_json(body: bytes) -> Any:
-    """Parse a body like the real server's ``request.json()``: UTF-8 with replacement, BOM stripped.
-
-    Returns:
-        The value, or ``_MALFORMED`` for an empty/invalid body or a bare ``NaN``/``Infinity`` token.
-    """
-    text = body.decode("utf-8", "replace")
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except ValueError:
-        return _MALFORMED
-
-
-def _reject_constant(token: str) -> Any:
-    raise ValueError(f"non-standard JSON token {token}")
-
-
-def _count_events(path: str, parsed: Any) -> int:
-    if path == BATCH_PATH:
-        if type(parsed) is dict:
-            events = parsed.get("events")
-            if type(events) is list:
-                return len(events)
-        return 0
-    if path == EVENTS_PATH and type(parsed) is dict:
-        return 1
-    return 0
-
-
-# --------------------------------------------------------------------------------------------------------
 # Responses
-
-
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
-def _json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
-    merged = {"Content-Type": _JSON_TYPE, **_CORS_HEADERS}
-    if headers:
-        merged.update(headers)
-    return Response(status, _ENCODER.encode(payload).encode("utf-8"), merged)
 
 
 def _phrase(status: int) -> str:
@@ -721,12 +217,12 @@ def _fault_response(fault: Fault, path: str) -> Response:
     if body is None:
         body = _default_fault_body(status, path, headers)
     if isinstance(body, (bytes, bytearray)):
-        data, content_type = bytes(body), _TEXT_TYPE
+        data, content_type = bytes(body), TEXT_TYPE
     elif isinstance(body, str):
-        data, content_type = body.encode("utf-8"), _TEXT_TYPE
+        data, content_type = body.encode("utf-8"), TEXT_TYPE
     else:
         data = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        content_type = _JSON_TYPE
+        content_type = JSON_TYPE
     if _header(headers, "Content-Type") is None:
         headers["Content-Type"] = content_type
     return Response(status, data, headers)
@@ -742,13 +238,15 @@ def _default_fault_body(status: int, path: str, headers: Mapping[str, str]) -> F
     if status == 401:
         return {"error": "Invalid API key"}
     if status == 402:
-        return {"error": "This feature requires the Hobby plan or above"}
+        endpoint = ROUTES.get(path)
+        bucket = endpoint.bucket if endpoint is not None and endpoint.bucket in PLAN_FEATURES else "errors"
+        return {"error": PLAN_FEATURES[bucket or "errors"][1]}
     if status == 403:
         return {"error": "This endpoint requires a secret key"}
     if status == 429:
         retry_after = _header(headers, "Retry-After")
         if retry_after is None:
-            return {"error": "Rate limit exceeded", "message": _QUOTA_MESSAGE}
+            return {"error": "Rate limit exceeded", "message": _QUOTA_MESSAGE.format(quota=25_000)}
         try:
             seconds = int(retry_after)
         except ValueError:
@@ -761,11 +259,7 @@ def _default_fault_body(status: int, path: str, headers: Mapping[str, str]) -> F
     return {"error": _phrase(status) or f"HTTP {status}"}
 
 
-_INVALID_DATA: Final[Mapping[str, str]] = {
-    BATCH_PATH: "Invalid batch data",
-    EVENTS_PATH: "Invalid event data",
-    IDENTIFY_PATH: "Invalid identify data",
-}
+_INVALID_DATA: Final = ingest.INVALID_DATA
 _NOT_FOUND: Final = Response(
     404, b"404: This page could not be found.", {"Content-Type": "text/html; charset=utf-8"}
 )
@@ -785,13 +279,25 @@ class SerlaServer:
     Example::
 
         with SerlaServer(api_keys={"sk_live_test"}) as server:
-            client = serla.Client("sk_live_test", host=server.url)
+            client = serla.Serla("sk_live_test", host=server.url)
             ...
             assert server.wait_for_events(1, timeout=5)
             assert server.events[0]["name"] == "signup"
 
+    The real limits are on by default; a test that floods the server on purpose lifts them
+    (``rate_limits=False``) or shortens the window (``rate_limit_window=1.0``).
+
     All public methods are thread-safe.
+
+    Attributes:
+        errors: ``POST /api/v1/errors`` (:class:`serla.devtools.errors.ErrorsEndpoint`): its reports.
+        llm: ``POST /api/v1/llm`` (:class:`serla.devtools.llm.LlmEndpoint`): its rows.
+        flags: ``GET /api/v1/flags`` (:class:`serla.devtools.flags.FlagRoute`): its definitions.
     """
+
+    errors: ErrorsEndpoint
+    llm: LlmEndpoint
+    flags: FlagRoute
 
     def __init__(
         self,
@@ -799,9 +305,13 @@ class SerlaServer:
         port: int = 0,
         *,
         api_keys: Iterable[str] | None = None,
+        projects: Iterable[Project] | None = None,
+        plan: str | None = None,
         store: Store | None = None,
-        rate_limit: int | None = None,
+        rate_limits: bool | Mapping[str, int | None] = True,
+        rate_limit_window: float = RATE_LIMIT_WINDOW,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         dedupe: bool = False,
         max_body_size: int | None = None,
         max_recorded_requests: int | None = None,
@@ -812,15 +322,25 @@ class SerlaServer:
         Args:
             host: Interface to bind. An address containing ``:`` is treated as IPv6.
             port: TCP port; ``0`` picks a free one (read it from :attr:`port` after :meth:`start`).
-            api_keys: Keys to accept. ``None`` accepts any non-empty key (everything after exactly
-                ``"Bearer "``); otherwise other keys get 401.
+            api_keys: Keys of one project (``"default"``, no plan): ``pk_``-prefixed keys are public, the
+                others secret; other keys get 401. With neither ``api_keys`` nor ``projects``, any non-empty
+                key is accepted (everything after exactly ``"Bearer "``), all in the ``"default"`` project.
+            projects: Projects with their own keys and plans (:class:`~serla.devtools.limits.Project`).
+                Limits, quotas, sessions and people are per project, as on the real server.
+            plan: The plan of the ``"default"`` project (the one of ``api_keys``, or of any key):
+                ``"free"`` brings the 25,000-event monthly quota and the 402 of ``/errors``, ``/llm`` and
+                ``/flags``. ``None`` (the default): no quota, every feature.
             store: Where events and identities go. ``None`` uses a fresh :class:`MemoryStore`.
-            rate_limit: Requests per fixed 60 s window, applied separately to ``/events`` and
-                ``/events/batch`` (``/identify`` is never limited). ``None`` disables the limit. The real
-                server uses 100 for batch and 1000 for single events.
+            rate_limits: ``True`` (the default): the real per-minute limits per project and endpoint
+                (:data:`~serla.devtools.limits.RATE_LIMITS`: batch 100, events/errors/llm/flags 1,000;
+                ``/identify`` none). ``False``: no per-minute limit. A mapping: the real limits with these
+                buckets replaced (``None`` lifts one bucket), e.g. ``{"batch": 5}``.
+            rate_limit_window: Seconds per fixed window (60 on the real server). A shorter window lets a
+                test of a one-minute scenario run in seconds; ``Retry-After`` then counts to its end.
             clock: Monotonic clock in seconds used for rate-limit windows; inject one to step time in tests.
+            wall_clock: Clock for ``X-RateLimit-Reset`` and the monthly quota's calendar month.
             dedupe: If ``True``, an events request whose ``X-Idempotency-Key`` was already stored is answered
-                with success but not stored again. The real server never dedupes (``False``).
+                with success but not stored again. The real server never dedupes (``False``, the default).
             max_body_size: Reject bodies larger than this many bytes with Vercel's plain-text 413 and close
                 the connection. ``None`` (the default) means no cap, like a self-hosted server; the hosted
                 service caps at 4.5 MB.
@@ -828,21 +348,55 @@ class SerlaServer:
             log: Called with one line per handled request and per connection error. ``None`` is silent.
 
         Raises:
-            ValueError: If ``rate_limit``, ``max_body_size`` or ``max_recorded_requests`` is negative.
+            ValueError: If ``max_body_size`` or ``max_recorded_requests`` is negative, a limit is negative,
+                ``rate_limit_window`` is not positive, a key belongs to two projects or two projects share
+                an ID.
         """
         for name, value in (
-            ("rate_limit", rate_limit),
             ("max_body_size", max_body_size),
             ("max_recorded_requests", max_recorded_requests),
         ):
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0 or None, got {value!r}")
+        if rate_limits is True:
+            limits: dict[str, int | None] = dict(RATE_LIMITS)
+        elif rate_limits is False:
+            limits = {}
+        else:
+            limits = {**RATE_LIMITS, **rate_limits}
         self._host = host
         self._requested_port = port
-        self._api_keys: frozenset[str] | None = None if api_keys is None else frozenset(api_keys)
+        self._projects: dict[str, Project] = {}
+        self._keys: dict[str, tuple[Project, str]] | None = None
+        if api_keys is not None or projects is not None:
+            self._keys = {}
+            listed = list(projects or ())
+            if api_keys is not None:
+                keys = list(api_keys)
+                listed.insert(
+                    0,
+                    Project(
+                        DEFAULT_PROJECT,
+                        keys=[k for k in keys if not k.startswith("pk_")],
+                        public_keys=[k for k in keys if k.startswith("pk_")],
+                        plan=plan,
+                    ),
+                )
+            for project in listed:
+                if project.id in self._projects:
+                    raise ValueError(f"two projects have the ID {project.id!r}")
+                self._projects[project.id] = project
+                for key, scope in [(k, "secret") for k in project.keys] + [
+                    (k, "public") for k in project.public_keys
+                ]:
+                    if key in self._keys:
+                        raise ValueError(f"a key belongs to two projects ({project.id!r} and another)")
+                    self._keys[key] = (project, scope)
+        self._default_project = Project(DEFAULT_PROJECT, plan=plan)
         self._store: Store = MemoryStore() if store is None else store
-        self._rate_limit = rate_limit
+        self._limiter = RateLimiter(limits, window=rate_limit_window, clock=clock, wall_clock=wall_clock)
         self._clock = clock
+        self._wall_clock = wall_clock
         self._dedupe = dedupe
         self._max_body_size = max_body_size
         self._log = log
@@ -850,10 +404,11 @@ class SerlaServer:
         self._cond = threading.Condition()  # guards everything below, and every call into the store
         self._requests: deque[RecordedRequest] = deque(maxlen=max_recorded_requests)
         self._request_total = 0
+        self._rate_limited = 0
         self._faults: deque[Fault] = deque()
         self._default_fault: Fault | None = None
-        self._windows: dict[str, list[float]] = {}  # bucket -> [window start, count]
         self._routes: dict[tuple[str, str], RouteHandler] = {}
+        self.flags = FlagRoute(self)  # GET /api/v1/flags, with the real evaluation (serla.devtools.flags)
 
         self._lifecycle = threading.Lock()
         self._stopping = threading.Event()
@@ -1034,7 +589,8 @@ class SerlaServer:
             self._store.clear()
             self._requests.clear()
             self._request_total = 0
-            self._windows.clear()
+            self._rate_limited = 0
+            self._limiter.clear()
 
     # ---- faults ----------------------------------------------------------------------------------------
 
@@ -1163,10 +719,9 @@ class SerlaServer:
         Returns:
             The response, or ``None``: close the connection without one (an injected fault).
         """
-        parsed: Any = _MALFORMED
-        if request.method == "POST" and request.path in _INGEST_PATHS:
-            parsed = _parse_json(request.body)
-            request.event_count = _count_events(request.path, parsed)
+        endpoint = ROUTES.get(request.path)
+        if endpoint is not None and endpoint.counts_events and request.method == "POST":
+            request.event_count = _count_events(request.path, parsed_body(request))
         with self._cond:
             fault = self._take_fault(request.path)
             request.fault = fault
@@ -1183,137 +738,232 @@ class SerlaServer:
                 return self._finish(request, None)
             if fault.status is not None:
                 return self._finish(request, _fault_response(fault, request.path))
-        response = self._process(request, parsed)
+        response = self._process(request)
+        if response.status == 429:
+            with self._cond:
+                self._rate_limited += 1
         if fault is not None and fault.store_then_drop:
             return self._finish(request, None)
         return self._finish(request, response)
 
-    def _process(self, request: RecordedRequest, parsed: Any) -> Response:
+    def _process(self, request: RecordedRequest) -> Response:
         """Route and answer a request the way the real server does (no faults here)."""
         path, method = request.path, request.method
-        if path != "/" and path.endswith("/"):
-            location = path.rstrip("/") or "/"
+        if (path != "/" and path.endswith("/")) or "//" in path:
+            # Next.js redirects a trailing slash and repeated slashes to the normalised path.
+            location = re.sub("/{2,}", "/", path).rstrip("/") or "/"
             if request.query:
                 location = f"{location}?{request.query}"
-            return Response(308, location.encode("utf-8"), {"Location": location, "Content-Type": _TEXT_TYPE})
+            return Response(308, location.encode("utf-8"), {"Location": location, "Content-Type": TEXT_TYPE})
         with self._cond:
             route = self._routes.get((method, path))
         if route is not None:
             return route(request)
-        if path not in _INGEST_PATHS:
+        endpoint = ROUTES.get(path)
+        if endpoint is None:
             return _NOT_FOUND
         if method == "OPTIONS":
-            return Response(204, b"", _PREFLIGHT_HEADERS)
-        if method != "POST":
-            return Response(405, b"", {"Allow": "OPTIONS, POST", **_CORS_HEADERS})
-        api_key = self._authenticate(request, allow_query=path == BATCH_PATH)
-        if api_key is None:
-            return _json_response(401, {"error": "Invalid API key"})
-        if path == IDENTIFY_PATH:
-            return self._identify(parsed)
-        limited = self._check_rate_limit(path)
-        if limited is not None:
-            return limited
-        if parsed is _MALFORMED:
-            return _json_response(500, {"error": "Internal server error"})
-        return self._ingest(request, parsed, api_key)
+            return Response(endpoint.preflight_status, b"", endpoint.cors)
+        if method not in endpoint.methods:
+            return Response(405, b"", {})  # Next.js: no Allow, no CORS headers
+        return endpoint.handler(self, request)
 
-    def _authenticate(self, request: RecordedRequest, *, allow_query: bool) -> str | None:
-        header = request.headers.get("authorization")
-        if header is None:
-            if not allow_query or not request.query:
+    # ---- for endpoint handlers -----------------------------------------------------------------------
+
+    def authorize(
+        self,
+        request: RecordedRequest,
+        *,
+        bucket: str | None,
+        quota_error: str | None = None,
+        query_key: bool = False,
+        scope: str | None = None,
+        cors: Mapping[str, str] | None = None,
+    ) -> Caller | Response:
+        """Make the checks the real routes make before reading the body, in their order.
+
+        The key (401 ``Invalid API key``; 403 for a public key when ``scope="secret"``), the plan (402 for
+        the plan-gated buckets ``errors``, ``llm``, ``flags``, ``recordings``), the per-minute limit of
+        ``bucket`` (429 with ``Retry-After`` and ``X-RateLimit-*``), then the monthly quota (429 without).
+        :meth:`authenticate` and :meth:`check_limits` are its two halves, for a route that checks
+        something in between.
+
+        Args:
+            request: The request.
+            bucket: The rate-limit bucket, or ``None`` for a route without limit (``/identify``).
+            quota_error: The ``error`` of the quota's 429 (``"Rate limit exceeded"`` on the event routes,
+                ``"Monthly limit exceeded"`` on errors/llm); ``None``: the route has no quota check.
+            query_key: Accept ``?api_key=`` when the ``Authorization`` header is absent or empty
+                (``/events/batch`` only).
+            scope: ``"secret"`` when the route needs a secret key (``/export``).
+            cors: The route's CORS headers for the 401/402/quota answers (``None``: the ingest routes').
+
+        Returns:
+            The :class:`~serla.devtools.wire.Caller`, or the refusal to send.
+        """
+        caller = self.authenticate(request, query_key=query_key, scope=scope, cors=cors)
+        if isinstance(caller, Response):
+            return caller
+        refused = self.check_limits(caller, bucket=bucket, quota_error=quota_error, cors=cors)
+        return caller if refused is None else refused
+
+    def authenticate(
+        self,
+        request: RecordedRequest,
+        *,
+        query_key: bool = False,
+        scope: str | None = None,
+        cors: Mapping[str, str] | None = None,
+    ) -> Caller | Response:
+        """Find the project of the request's key: the first half of :meth:`authorize` (401, 403).
+
+        Args:
+            request: The request.
+            query_key: As for :meth:`authorize`.
+            scope: As for :meth:`authorize`.
+            cors: As for :meth:`authorize`.
+
+        Returns:
+            The :class:`~serla.devtools.wire.Caller`, or the refusal to send.
+        """
+        headers = CORS_HEADERS if cors is None else cors
+        header = request.headers.get("authorization") or None
+        if header is None and query_key and request.query:
+            found = parse_qs(request.query).get("api_key")
+            if found and found[0]:
+                header = f"Bearer {found[0]}"
+        found_key = self._lookup(header)
+        if found_key is None:
+            return json_response(401, {"error": "Invalid API key"}, headers)
+        project, key, key_scope = found_key
+        if scope == "secret" and key_scope != "secret":
+            return json_response(
+                403,
+                {
+                    "error": "This endpoint requires a secret key",
+                    "message": "Public keys (pk_live_...) cannot read data. Create a secret key in "
+                    "Settings > API Keys and use it only from a server.",
+                },
+                headers,
+            )
+        return Caller(project, key, key_scope)
+
+    def check_limits(
+        self,
+        caller: Caller,
+        *,
+        bucket: str | None,
+        quota_error: str | None = None,
+        cors: Mapping[str, str] | None = None,
+    ) -> Response | None:
+        """The second half of :meth:`authorize`: the plan (402), the per-minute limit and the quota (429).
+
+        Args:
+            caller: From :meth:`authenticate`.
+            bucket: As for :meth:`authorize`.
+            quota_error: As for :meth:`authorize`.
+            cors: As for :meth:`authorize`.
+
+        Returns:
+            ``None`` when the request may proceed, else the refusal to send.
+        """
+        headers = CORS_HEADERS if cors is None else cors
+        project = caller.project
+        if bucket is not None and not project.allows(bucket):
+            return json_response(402, {"error": PLAN_FEATURES[bucket][1]}, headers)
+        if bucket is not None:
+            with self._cond:
+                limited = self._limiter.hit(bucket, project.id)
+            if limited is not None:
+                return _rate_limited(limited)
+        quota = project.quota
+        if quota_error is not None and quota is not None:
+            accounts = [p.id for p in self._projects.values() if p.account == project.account] or [project.id]
+            with self._cond:
+                used = self._store.count_events_since(accounts, month_start(self._wall_clock()))
+            if used >= quota:
+                message = _QUOTA_MESSAGE.format(quota=quota)
+                return json_response(429, {"error": quota_error, "message": message}, headers)
+        return None
+
+    def _lookup(self, header: str | None) -> tuple[Project, str, str] | None:
+        if not header or not header.startswith("Bearer "):
+            return None
+        key = header[7:]
+        if self._keys is None:
+            if not key:
                 return None
-            keys = parse_qs(request.query).get("api_key")
-            key = keys[0] if keys else ""
-        elif header.startswith("Bearer "):
-            key = header[7:]
-        else:
+            return self._default_project, key, "public" if key.startswith("pk_") else "secret"
+        found = self._keys.get(key)
+        if found is None:
             return None
-        if not key or (self._api_keys is not None and key not in self._api_keys):
-            return None
-        return key
+        return found[0], key, found[1]
 
-    def _check_rate_limit(self, path: str) -> Response | None:
-        limit = self._rate_limit
-        if limit is None:
-            return None
+    @contextlib.contextmanager
+    def locked_store(self) -> Iterator[Store]:
+        """Use the store under the server's lock; waiters (:meth:`wait_for_events`) are woken afterwards.
+
+        Yields:
+            The store.
+        """
         with self._cond:
-            now = self._clock()
-            window = self._windows.get(path)
-            if window is None or now >= window[0] + RATE_LIMIT_WINDOW:
-                window = [now, 0.0]
-                self._windows[path] = window
-            window[1] += 1  # rejected requests count too, and don't extend the window
-            if window[1] <= limit:
-                return None
-            remaining = window[0] + RATE_LIMIT_WINDOW - now
-        retry_after = max(0, math.ceil(remaining))
-        reset_ms = int((time.time() + remaining) * 1000)
-        headers = {
-            "Retry-After": str(retry_after),
-            "X-RateLimit-Limit": str(limit),
-            "X-RateLimit-Remaining": "0",
-            "X-RateLimit-Reset": str(reset_ms),
-        }
-        return _json_response(429, {"error": "Too many requests", "retryAfter": retry_after}, headers)
+            yield self._store
+            self._cond.notify_all()
 
-    def _ingest(self, request: RecordedRequest, parsed: Any, api_key: str) -> Response:
-        """Validate and store ``POST /events`` or ``POST /events/batch``."""
-        single = request.path == EVENTS_PATH
-        issues: list[dict[str, Any]] = []
-        events = [_validate_event(parsed, (), issues)] if single else _validate_batch(parsed, issues)
-        if issues:
-            return _json_response(400, {"error": _INVALID_DATA[request.path], "details": issues})
-        # NUL and lone surrogates can only come from \u escapes: raw ones make the JSON (or UTF-8) invalid.
-        check_chars = b"\\u" in request.body
-        for event in events:
-            if _db_rejects_event(event, check_chars):
-                return _json_response(500, {"error": "Internal server error"})
+    @property
+    def dedupe(self) -> bool:
+        """Whether events requests are deduplicated by ``X-Idempotency-Key`` (never on the real server)."""
+        return self._dedupe
 
-        key = request.idempotency_key
-        received_at = time.time()
-        user_agent = request.headers.get("user-agent", "")
-        # One urandom call per request; formatting UUIDs by hand is ~5x faster than uuid.UUID (benchmarks
-        # push 100,000 events through here).
-        randomness = os.urandom(32 * len(events)).hex()
-        stored: list[StoredEvent] = []
-        for index, data in enumerate(events):
-            rand = randomness[64 * index : 64 * index + 64]
-            session_id = data.get("sessionId")
-            if type(session_id) is not str or not _SESSION_ID_RE.fullmatch(session_id):
-                session_id = rand[32:]
-            event_id = (
-                f"{rand[:8]}-{rand[8:12]}-4{rand[13:16]}-{_UUID_VARIANT[rand[16]]}{rand[17:20]}-{rand[20:32]}"
-            )
-            stored.append(
-                StoredEvent(
-                    data, key, index, user_agent, event_id, session_id, request.path, received_at, api_key
-                )
-            )
+    @property
+    def rate_limited(self) -> int:
+        """How many requests were answered 429 (per-minute limit or quota) since the last :meth:`clear`."""
         with self._cond:
-            previous = self._store.find_idempotency_key(key) if self._dedupe and key else None
-            if previous is None:
-                self._store.add_events(stored)
-                self._cond.notify_all()
-        if single:
-            first = stored[0] if previous is None else previous
-            return _json_response(
-                201, {"success": True, "eventId": first.event_id, "sessionId": first.session_id}
-            )
-        return _json_response(201, {"success": True, "count": len(stored)})
+            return self._rate_limited
 
-    def _identify(self, parsed: Any) -> Response:
-        if parsed is _MALFORMED:
-            return _json_response(500, {"error": "Internal server error"})
-        issues: list[dict[str, Any]] = []
-        distinct_id, props = _validate_identify(parsed, issues)
-        if issues:
-            return _json_response(400, {"error": _INVALID_DATA[IDENTIFY_PATH], "details": issues})
-        if _has_bad_chars(distinct_id) or _has_bad_chars(props):
-            return _json_response(500, {"error": "Internal server error"})
-        with self._cond:
-            identity_id = self._store.identify(distinct_id, props)
-        return _json_response(200, {"success": True, "identityId": identity_id})
+    @property
+    def projects(self) -> dict[str, Project]:
+        """The configured projects by ID (empty when any key is accepted)."""
+        return dict(self._projects)
+
+    @property
+    def plan(self) -> str | None:
+        """The plan of the ``"default"`` project (``None``: no quota, every feature)."""
+        return self._default_project.plan
+
+    @property
+    def rate_limits(self) -> dict[str, int | None]:
+        """The per-minute limits by bucket (empty when lifted)."""
+        return self._limiter.limits
+
+    @property
+    def rate_limit_window(self) -> float:
+        """Seconds per rate-limit window."""
+        return self._limiter.window
+
+
+def _rate_limited(limited: Limited) -> Response:
+    """The real ``rateLimitResponse``."""
+    headers = {
+        "X-RateLimit-Limit": str(limited.limit),
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": str(limited.reset_ms),
+        "Retry-After": str(limited.retry_after),
+        **_RATE_LIMIT_CORS,
+    }
+    return json_response(429, {"error": "Too many requests", "retryAfter": limited.retry_after}, headers)
+
+
+def _count_events(path: str, parsed: Any) -> int:
+    if path == BATCH_PATH:
+        if type(parsed) is dict:
+            events = parsed.get("events")
+            if type(events) is list:
+                return len(events)
+        return 0
+    if path == EVENTS_PATH and type(parsed) is dict:
+        return 1
+    return 0
 
 
 def serve(host: str = "127.0.0.1", port: int = 0, **kwargs: Any) -> SerlaServer:
@@ -1454,7 +1104,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ValueError(length_header)
         except ValueError:
             self.close_connection = True
-            self._write(Response(400, b"Bad Request", {"Content-Type": _TEXT_TYPE}), request.method)
+            self._write(Response(400, b"Bad Request", {"Content-Type": TEXT_TYPE}), request.method)
             return None
         if limit is not None and length > limit:
             self._reject_too_large(owner, request)
@@ -1493,7 +1143,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _reject_too_large(self, owner: SerlaServer, request: RecordedRequest) -> None:
         # The body is not read, so the connection can't be reused.
         self.close_connection = True
-        response = Response(413, _VERCEL_413_BODY, {"Content-Type": _TEXT_TYPE})
+        response = Response(413, _VERCEL_413_BODY, {"Content-Type": TEXT_TYPE})
         request.status = 413
         with owner._cond:
             owner._requests.append(request)

@@ -538,7 +538,7 @@ class SerlaHandler(logging.Handler):
         exc = record.exc_info[1]  # type: ignore[index]  # checked by _wants_error
         client = self._client
         if client is None:
-            client = _registry._default
+            client = _registry.get_default_client()
             if client is None:
                 client = _registry.get_default_client(create=True)
                 if client is None:
@@ -634,7 +634,7 @@ class SerlaHandler(logging.Handler):
 
         client = self._client
         if client is None:
-            client = _registry._default  # a plain read; the lock is only needed to create one
+            client = _registry.get_default_client()
             if client is None:
                 client = _registry.get_default_client(create=True)
                 if client is None:

@@ -7,12 +7,10 @@ is :meth:`SpanTranslator.on_span`, called once per ended span: a span with no ev
 whole) costs a few attribute reads and returns. Everything that reaches ``Serla.track()`` is then encoded
 once, on the calling thread, like any other ``track()``.
 
-Fast path: the SDK's public span properties copy (``ReadableSpan.events`` builds a tuple under a lock,
-``attributes`` wraps a ``MappingProxyType``), which costs more than the rest of the translation. For the
-SDK's own span, event and attribute classes, ``on_span`` reads the fields behind those properties instead
-(``_events``, ``_attributes``, ...), read-only: an ended span is immutable. :func:`_sdk_layout_ok` checks
-once, on real SDK objects, that those fields hold exactly what the properties return; a span class that
-overrides a property, or an SDK whose layout differs, takes the public path, with the same result.
+Only public OpenTelemetry API is read (``span.context``, ``.events``, ``.attributes``, ``.resource``,
+``event.name``...). For the SDK's own span class, whose values are immutable once it has ended, the
+properties and the JSON are built later, on the client's flusher (``Serla._track_deferred``, a generic
+deferral of the client); any other span class is translated on the ending thread.
 
 Thread invariant: every method may be called from any thread at once. Mutable state is limited to the drop
 counters (under ``_lock``), the per-class fast-path verdicts (a dict only ever given the same value for a
@@ -34,11 +32,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Final, Optional, Union
 
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event as SdkEvent
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import SpanContext, TraceFlags
 
 from serla import _registry
 from serla._client import Serla
@@ -102,52 +96,15 @@ HOOK: Final = _Hook()
 _SPAN_PROPERTIES: Final = ("context", "name", "attributes", "events", "resource")
 
 
-def _sdk_layout_ok() -> bool:
-    """True when the SDK's span, event and attribute classes keep what their properties return in the
-    private fields :meth:`SpanTranslator.on_span` reads. Checked once, on real SDK objects."""
-    try:
-        event_attrs: Any = BoundedAttributes(attributes={"k": "v"}, immutable=True)
-        event: Any = SdkEvent("probe", event_attrs, 7)
-        events: Any = BoundedList(4)
-        events.append(event)
-        context = SpanContext(1, 2, False, TraceFlags(TraceFlags.SAMPLED))
-        span: Any = ReadableSpan(
-            "probe",
-            context,
-            resource=Resource({"service.name": "probe"}),
-            attributes=BoundedAttributes(attributes={"user.id": "u"}),
-            events=events,
-        )
-        return (
-            span._context is span.context
-            and span._name == span.name
-            and span._resource is span.resource
-            and tuple(span._events._dq) == span.events
-            and type(span._events) is BoundedList
-            and type(span._attributes) is BoundedAttributes
-            and type(span._attributes._dict) is dict
-            and span._attributes._dict == dict(span.attributes)
-            and event._name == event.name
-            and event._timestamp == event.timestamp
-            and event._attributes is event.attributes
-            and type(event_attrs._dict) is dict
-            and event_attrs._dict == dict(event.attributes)
-        )
-    except Exception:  # pragma: no cover - an SDK that builds these differently: public path only
-        return False
-
-
-_LAYOUT_OK: Final = _sdk_layout_ok()
 _READABLE_PROPERTIES: Final = {name: ReadableSpan.__dict__.get(name) for name in _SPAN_PROPERTIES}
-_FAST_SPAN_CLASSES: dict[type, bool] = {}  # span class -> whether its fields may be read directly
+_FAST_SPAN_CLASSES: dict[type, bool] = {}  # span class -> whether it is the SDK's own (immutable once ended)
 
 
 def _fast_class(cls: type) -> bool:
-    """Whether spans of ``cls`` may take the fast path: a ``ReadableSpan`` not overriding its properties."""
-    ok = (
-        _LAYOUT_OK
-        and issubclass(cls, ReadableSpan)
-        and all(inspect.getattr_static(cls, n, None) is _READABLE_PROPERTIES[n] for n in _SPAN_PROPERTIES)
+    """Whether ``cls`` is the SDK's ``ReadableSpan`` (or a subclass keeping its properties): its values are
+    immutable once the span has ended, so the JSON may be built later, on the client's flusher."""
+    ok = issubclass(cls, ReadableSpan) and all(
+        inspect.getattr_static(cls, n, None) is _READABLE_PROPERTIES[n] for n in _SPAN_PROPERTIES
     )
     _FAST_SPAN_CLASSES[cls] = ok
     return ok
@@ -159,10 +116,8 @@ def _plain(attributes: Any) -> Mapping[str, Any]:
     It may be the attributes' own dict: never mutate it.
     """
     kind = type(attributes)
-    if kind is dict:
-        return attributes  # type: ignore[no-any-return]
-    if kind is BoundedAttributes and _LAYOUT_OK:
-        return attributes._dict  # type: ignore[no-any-return]
+    if kind is dict or kind is MappingProxyType or kind is BoundedAttributes:
+        return attributes if attributes else _EMPTY  # read-only mappings: never mutated here
     if not attributes:
         return _EMPTY
     return dict(attributes)
@@ -267,7 +222,7 @@ class _Base:
         """The client events go to: the one given, else the registered default (created on first use)."""
         client = self._client
         if client is None:
-            client = _registry._default  # a plain read: the lock is only needed to create one
+            client = _registry.get_default_client()
             if client is None:
                 client = _registry.get_default_client(create=True)
         return client
@@ -442,18 +397,10 @@ class SpanTranslator(_Base):
         fast = _FAST_SPAN_CLASSES.get(type(span))
         if fast is None:
             fast = _fast_class(type(span))
-        if fast:
-            ctx = span._context
-            if ctx is None or not ctx.trace_flags & 1:
-                return
-            events: Any = span._events if self._span_events or self._errors else ()
-            if type(events) is BoundedList:
-                events = events._dq  # type: ignore[attr-defined]  # ended: nothing appends any more
-        else:
-            ctx = span.context
-            if ctx is None or not ctx.trace_flags.sampled:
-                return
-            events = span.events if self._span_events or self._errors else ()
+        ctx = span.context
+        if ctx is None or not ctx.trace_flags.sampled:
+            return
+        events: Any = span.events if self._span_events or self._errors else ()
         pick = self._span_pick
         whole = self._all_spans or (pick is not None and pick(span))
         if not events and not whole:
@@ -464,14 +411,9 @@ class SpanTranslator(_Base):
             if client is None:
                 self._drop("no_client", len(events) + whole)
                 return
-        if fast:
-            span_attrs = _plain(span._attributes)
-            span_name = span._name
-            resource = span._resource
-        else:
-            span_attrs = _plain(span.attributes)
-            span_name = span.name
-            resource = span.resource
+        span_attrs = _plain(span.attributes)
+        span_name = span.name
+        resource = span.resource
         base = span_attrs if self._attr_all else self._span_properties(span_attrs)
         limit = self._limit[1] if self._limit[0] is client else self._queue_limit(client)
         pending = client.pending_count
@@ -489,14 +431,9 @@ class SpanTranslator(_Base):
         try:
             ev_attrs: Any
             for event in events:
-                if type(event) is SdkEvent and _LAYOUT_OK:
-                    name = event._name
-                    ev_attrs = event._attributes
-                    ns = event._timestamp
-                else:
-                    name = event.name
-                    ev_attrs = event.attributes
-                    ns = event.timestamp
+                name = event.name
+                ev_attrs = event.attributes
+                ns = event.timestamp
                 ev_attrs = _plain(ev_attrs)
                 if name == "exception" and self._errors:
                     self._report_exception(client, ev_attrs, span_attrs, ctx, span_name, resource)

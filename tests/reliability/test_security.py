@@ -324,3 +324,23 @@ def test_tls_certificates_are_verified_and_a_ca_bundle_is_honoured(
         assert len(srv.heads) == 1 and b"Authorization: Bearer " in srv.heads[0]
     finally:
         srv.close()
+
+
+def test_the_host_name_is_verified_even_with_a_trusted_certificate(
+    self_signed: tuple[Path, Path], make_client: Clients
+) -> None:
+    # The certificate names only IP:127.0.0.1; reaching the same server as "localhost" must fail, even
+    # though the CA (the certificate itself) is trusted through ca_bundle.
+    cert, key = self_signed
+    srv = TlsServer(cert, key)
+    try:
+        port = srv.url.rsplit(":", 1)[1]
+        c = make_client(f"https://localhost:{port}", flush_interval_seconds=0.01, ca_bundle=str(cert))
+        c.track("e", "u")
+        assert c.flush(1.0) is False
+        error = c.stats()["last_error"] or ""
+        assert "CERTIFICATE_VERIFY_FAILED" in error and "localhost" in error
+        assert c.identify("u", {"a": 1}) is False
+        assert srv.heads == []  # no request (and no key) went over the connection
+    finally:
+        srv.close()

@@ -92,7 +92,7 @@ def run_producers(client: Serla) -> dict[int, list[int]]:
 
 @pytest.mark.parametrize(("dedupe", "seed"), [(True, 20240601), (False, 7)], ids=["dedupe", "no-dedupe"])
 def test_soak_every_accepted_event_arrives(make_client: Clients, dedupe: bool, seed: int) -> None:
-    with SerlaServer(dedupe=dedupe) as srv:
+    with SerlaServer(dedupe=dedupe, rate_limits=False) as srv:  # floods on purpose: no per-minute limit
         srv.inject(*fault_schedule(seed, 3_000))
         c = make_client(
             srv.url,

@@ -1,4 +1,8 @@
-"""The README's middleware idea (track every request), and a stand-in for ``django.contrib.auth``."""
+"""The README's middleware idea (track every request), and a stand-in for ``django.contrib.auth``.
+
+``serla.integrations.django.SerlaMiddleware`` (in ``settings.MIDDLEWARE``) has already put the request in
+its context (``request.user`` and the session), so ``track()`` here names no one.
+"""
 
 from dataclasses import dataclass
 
@@ -14,7 +18,6 @@ class AnalyticsMiddleware:
         if request.user.is_authenticated:
             serla.track(
                 event="request_handled",
-                distinct_id=str(request.user.id),
                 properties={"path": request.path, "status": response.status_code},
             )
         return response

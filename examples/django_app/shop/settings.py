@@ -16,7 +16,8 @@ ROOT_URLCONF = "shop.urls"
 WSGI_APPLICATION = "shop.wsgi.application"
 INSTALLED_APPS: list = []
 MIDDLEWARE = [
-    "shop.middleware.DemoUserMiddleware",
+    "shop.middleware.DemoUserMiddleware",  # stands in for django.contrib.auth's AuthenticationMiddleware
+    "serla.integrations.django.SerlaMiddleware",  # each request's user (request.user) and session
     "shop.middleware.AnalyticsMiddleware",
 ]
 DATABASES: dict = {}
