@@ -110,6 +110,7 @@ def producer(params: dict[str, Any]) -> dict[str, Any]:
         flush_interval_seconds=5.0 * k,  # the default 5 s, scaled
         flush_on_exit=False,
         _policy=policy,
+        **({"batch_size": params["batch_size"]} if params.get("batch_size") else {}),
     )
     track = client.track
     clock = time.time
@@ -174,8 +175,14 @@ def producer(params: dict[str, Any]) -> dict[str, Any]:
 # ---- the orchestrator --------------------------------------------------------------------------------
 
 
+BATCH_SIZE: int | None = None
+"""``--batch-size``: passed to every producer's client (``None``: the SDK's default)."""
+
+
 def run_producers(paramses: list[dict[str, Any]], bound: float) -> list[dict[str, Any]]:
     """Start one process per params, wait for all (at most ``bound`` s), return their results."""
+    for p in paramses:
+        p["batch_size"] = BATCH_SIZE
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERLA_") and "proxy" not in k.lower()}
     env["NO_PROXY"] = "127.0.0.1"
     procs = [
@@ -459,7 +466,8 @@ def machine() -> dict[str, Any]:
 def report(res: dict[str, Any]) -> str:
     k, window = res["k"], res["window"]
     out = [
-        f"Window {window:g} s for the real 60 s (k = {k:g}); times in real (scaled-back) seconds.",
+        f"Window {window:g} s for the real 60 s (k = {k:g}); times in real (scaled-back) seconds; "
+        f"batch_size {res.get('batch_size') or 'default'}.",
         f"Machine: {res['machine']['cpu']} ({res['machine']['cpus']} CPUs), Python "
         f"{res['machine']['python']}, load average at start {res['machine']['loadavg']}.",
         "",
@@ -550,17 +558,26 @@ def main() -> int:
     ap.add_argument("--only", help="comma-separated: " + ",".join(SCENARIOS))
     ap.add_argument("--minutes", type=float, help="(scaled) minutes of load per fleet (default 5, --quick 1)")
     ap.add_argument("--json", help="write the raw results here")
+    ap.add_argument("--batch-size", type=int, help="the clients' batch_size (default: the SDK's default)")
     ap.add_argument("--role", help=argparse.SUPPRESS)
     ap.add_argument("params", nargs="?", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.role == "producer":
         print("RESULT " + json.dumps(producer(json.loads(args.params))), flush=True)
         os._exit(0)
+    global BATCH_SIZE
+    BATCH_SIZE = args.batch_size
     window = args.window or (3.0 if args.quick else 20.0)
     k = window / REAL_WINDOW
     minutes = args.minutes or (1.0 if args.quick else 5.0)
     only = args.only.split(",") if args.only else list(SCENARIOS)
-    res: dict[str, Any] = {"window": window, "k": k, "machine": machine(), "started": time.time()}
+    res: dict[str, Any] = {
+        "window": window,
+        "k": k,
+        "batch_size": BATCH_SIZE,
+        "machine": machine(),
+        "started": time.time(),
+    }
     if "burst" in only:
         log(f"burst: 100,000 events, window {window:g} s")
         res["burst"] = scenario_burst(100_000, window, k)
