@@ -727,11 +727,13 @@ def targets(summ: dict[str, dict[str, Any]], plan: Plan) -> list[dict[str, Any]]
     )
     k, s = best_peer(summ, "e2e_large_eps", "higher")
     v = ratio(t.get("e2e_large_eps"), s)
+    # Not a target any more (issue 11): the real server takes at most 100 requests of 100 events a minute
+    # per project, so no user reaches a sink's speed; benchmarks/ceiling.py measures that ceiling instead.
     add(
         f"{nl}, defaults: events/s ÷ best peer",
         v,
-        "≥ 10",
-        None if v is None else v >= 10,
+        "none (unlimited sink; see ceiling.py)",
+        None,
         f"best peer: {k}" if k else "",
     )
     v = ratio(t.get("import_ms"), r.get("import_ms"))
