@@ -100,6 +100,7 @@ def producer(params: dict[str, Any]) -> dict[str, Any]:
     policy = RetryPolicy(
         pace_min=defaults.pace_min * k,
         pace_max=defaults.pace_max * k,
+        rate_window=defaults.rate_window * k,
         retry_after_max=defaults.retry_after_max * k,
     )
     src = params["src"]

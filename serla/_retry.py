@@ -98,8 +98,11 @@ class RetryPolicy:
             split (a lone event is then dropped).
         pace_min: While rate limited, the shortest interval between two event requests, in seconds:
             0.6 s is the server's whole budget (100 requests a minute) for one process.
-        pace_max: The longest such interval. It doubles on each 429 and shrinks by 10 % on each
-            success, so a fleet that shares a project's budget settles near its fair share.
+        pace_max: The longest such interval. The first 429 sets it from this process's share of the
+            last window's requests, each later 429 makes it 1.25 times longer and each success 5 %
+            shorter, so a fleet that shares a project's budget settles near its fair share.
+        rate_window: The server's rate-limit window, in seconds (60): the span over which a process's
+            share of the budget is counted.
     """
 
     base_delay: float = 1.0
@@ -111,6 +114,7 @@ class RetryPolicy:
     server_error_attempts: int = 5
     pace_min: float = 0.6
     pace_max: float = 30.0
+    rate_window: float = 60.0
 
     def backoff(self, attempt: int, rng: Callable[[], float]) -> float:
         """Return the wait after the ``attempt``-th consecutive failure (1-based).

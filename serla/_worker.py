@@ -31,7 +31,9 @@ and is sent when ``batch_size`` events wait, when the oldest has waited ``flush_
 limited (a 429 with ``Retry-After``), requests carry up to 100 events, the server's cap, until the backlog
 is gone: the server's request budget, not the event count, is then the limit. The client also paces
 itself: an interval from one request's start to the next, at least 0.6 s (100 a minute, a lone process
-gets the whole budget), doubled on each 429 and shrunk by 5 % on each success, with +-10 % jitter. A fleet
+gets the whole budget), set on the first 429 from this process's share of the last window's requests
+(``k`` of them: ``60 / k`` s), 1.25 times longer on each later 429 and 5 % shorter on each success, with
++-10 % jitter. A fleet
 that shares the project's budget so settles near its fair share and spreads its requests over the window,
 instead of spending the budget in the window's first seconds and collecting 429s for the rest; the first
 request after a 429 waits ``Retry-After`` plus a random part of the pace, so the fleet doesn't stampede
@@ -308,6 +310,7 @@ class BatchWorker:
         self._hold_kind = ""  # "backoff" (a flush may cut it short), "hold" (server-imposed) or "pace"
         self._pace = 0.0  # seconds between event requests while rate limited; 0: not paced
         self._last_send_at = 0.0
+        self._sends: collections.deque[float] = collections.deque(maxlen=200)  # event requests' start times
         self._todo: collections.deque[_Batch] = collections.deque()  # the batch in flight, in parts
         self._whole: _Batch | None = None  # the batch the parts in _todo came from
         self._in_flight = 0
@@ -961,6 +964,7 @@ class BatchWorker:
             return  # another process took the batch over (our lease had expired): it sends it
         current.attempts += 1
         self._last_send_at = self._clock()
+        self._sends.append(self._last_send_at)
         result = self._transport_now().post(BATCH_PATH, current.body(), {"X-Idempotency-Key": current.key})
         status = result.status
         if status is not None and 200 <= status < 300:  # the common case: one lock acquisition
@@ -1046,6 +1050,20 @@ class BatchWorker:
             delay += self._rng() * self._pace
         return self._clock() + delay, "hold"
 
+    def _next_pace(self, policy: RetryPolicy) -> float:
+        """The interval between requests after a 429 (caller holds the lock).
+
+        The first 429 of an episode sets this process's share of the project's budget from what it sent:
+        ``k`` requests in the last window of a fleet that spent the whole budget means about ``k`` a
+        window is its fair share, so it paces at ``window / k`` (a lone process: 0.6 s, the whole budget;
+        one of 30: about 20 s). Later 429s mean the estimate was short: 1.25 times longer each.
+        """
+        if self._pace:
+            return self._pace * 1.25
+        since = self._clock() - policy.rate_window
+        recent = sum(1 for t in self._sends if t >= since)
+        return policy.rate_window / max(1, recent)
+
     def _apply(self, decision: Decision, result: SendResult) -> None:
         """Apply the policy's decision for the events part at the head of ``_todo``."""
         from serla._retry import Action, describe_rejection
@@ -1066,7 +1084,7 @@ class BatchWorker:
                 if rate_limited:
                     policy = self._policy
                     assert policy is not None  # made by _decide
-                    self._pace = min(policy.pace_max, max(policy.pace_min, self._pace * 2))
+                    self._pace = min(policy.pace_max, max(policy.pace_min, self._next_pace(policy)))
                 self._last_error = decision.message or decision.reason
                 self._hold_until, self._hold_kind = self._hold(decision)
                 self._progress.notify_all()  # producers waiting for room stop waiting

@@ -28,6 +28,7 @@ FAST = RetryPolicy(
     quota_delay=3600.0,
     pace_min=0.01,
     pace_max=0.05,
+    rate_window=1.0,
 )
 
 

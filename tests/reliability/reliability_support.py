@@ -34,6 +34,7 @@ FAST_OPTIONS: dict[str, float] = {
     "server_error_attempts": 5,
     "pace_min": 0.001,  # pacing while rate limited, scaled down like the delays
     "pace_max": 0.01,
+    "rate_window": 0.1,
 }
 
 
