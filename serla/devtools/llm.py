@@ -452,14 +452,8 @@ class LlmEndpoint:
 
     def wait_for(self, n: int, timeout: float | None = 5.0) -> bool:
         """Wait until at least ``n`` rows were stored since creation or :meth:`clear`; False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._count < n:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            return True
+            return self._cond.wait_for(lambda: self._count >= n, timeout)
 
     def clear(self) -> None:
         """Forget the stored rows."""
