@@ -49,6 +49,8 @@ import threading
 import weakref
 from itertools import islice
 
+from serla._encode import _clean_str
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -150,13 +152,7 @@ def _clean(value: str) -> str:
     """Remove U+0000 and replace lone surrogates (the server's database rejects both)."""
     if value.isascii() and "\x00" not in value:
         return value
-    if "\x00" in value:
-        value = value.replace("\x00", "")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-    return value
+    return _clean_str(value)
 
 
 def utf16_len(value: str) -> int:
@@ -549,6 +545,16 @@ def _key_index(frames: Sequence[Frame]) -> int | None:
     return 0 if frames else None
 
 
+def _grouping_key(
+    etype: str, message: str, frames: Sequence[Frame], key_index: int | None
+) -> tuple[str, ...]:
+    """The report's grouping key: type and key frame's path and function, else type and message."""
+    if key_index is not None:
+        frame = frames[key_index]
+        return (etype.lower(), frame.path, frame.function)
+    return (etype.lower(), message[:200])
+
+
 def _syntax_frame(exc: BaseException) -> Frame | None:
     if not isinstance(exc, SyntaxError):
         return None
@@ -672,11 +678,7 @@ def build_report(
     key_index = _key_index(frames)
     etype = truncate(type_name(type(exc)), MAX_TYPE, keep_end=True)
     message = truncate(_str(exc).strip() or etype, MAX_MESSAGE)
-    if key_index is not None:
-        frame = frames[key_index]
-        key: tuple[str, ...] = (etype.lower(), frame.path, frame.function)
-    else:
-        key = (etype.lower(), message[:200])
+    key = _grouping_key(etype, message, frames, key_index)
     if allow is not None and not allow(key):
         return None
     lines = _header("", exc)
@@ -703,11 +705,7 @@ def build_report_from_text(
     rules.apply(frames)
     key_index = _key_index(frames)
     message = truncate(message, MAX_MESSAGE)
-    if key_index is not None:
-        frame = frames[key_index]
-        key: tuple[str, ...] = (etype.lower(), frame.path, frame.function)
-    else:
-        key = (etype.lower(), message[:200])
+    key = _grouping_key(etype, message, frames, key_index)
     if allow is not None and not allow(key):
         return None
     lines = [

@@ -1129,12 +1129,7 @@ class SpoolPump:
                 self._broke(exc)
         with w._lock:
             for row in rows:
-                mine = self.by_key.pop(row.key, None)
-                if mine is not None:
-                    self.rows.remove(mine)
-                    if mine is self.open:
-                        self.open = None
-                else:
+                if not self._unlist(row):
                     self.stats["from_earlier_runs"] += len(row.items)
                 self.earlier.pop(row.id, None)
             self.stats["sent_from_spool"] += sum(len(r.items) for r in rows)
@@ -1297,6 +1292,16 @@ class SpoolPump:
             with contextlib.suppress(SpoolUnavailable):
                 self.spool.release(row)
 
+    def _unlist(self, row: SpooledBatch) -> bool:
+        """Forget this process's batch for ``row`` (caller holds the worker's lock); False if none."""
+        mine = self.by_key.pop(row.key, None)
+        if mine is None:
+            return False
+        self.rows.remove(mine)
+        if mine is self.open:
+            self.open = None
+        return True
+
     def _let_go(self, taken: bool, rows: list[SpooledBatch]) -> None:
         """The batch in flight stays on disk (stopping) or another process took it over: resolve it here
         without counting it as delivered or dropped."""
@@ -1305,11 +1310,7 @@ class SpoolPump:
         w = self.worker
         with w._lock:
             for row in rows:
-                mine = self.by_key.pop(row.key, None)
-                if mine is not None:
-                    self.rows.remove(mine)
-                    if mine is self.open:
-                        self.open = None
+                self._unlist(row)
             parts = list(w._todo)
             w._todo.clear()
             for part in parts:

@@ -466,14 +466,8 @@ class ErrorsEndpoint:
 
     def wait_for_reports(self, n: int, timeout: float | None = 5.0) -> bool:
         """Wait until at least ``n`` reports were accepted since the server started; False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._accepted < n:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(left)
-            return True
+            return self._cond.wait_for(lambda: self._accepted >= n, timeout)
 
     def clear(self) -> None:
         """Forget every report (the count for :meth:`wait_for_reports` starts again at 0)."""

@@ -235,6 +235,21 @@ def _number_issue(value: Any, path: list[str | int], *, integer: bool) -> dict[s
     return None
 
 
+def _optional_string(
+    body: dict[str, Any], key: str, limit: int, gen: dict[str, Any], issues: list[dict[str, Any]]
+) -> None:
+    """Check the optional string ``body[key]`` (at most ``limit`` UTF-16 units) into ``gen`` or ``issues``."""
+    value = body.get(key)
+    if value is None:
+        return
+    if type(value) is not str:
+        issues.append(_type_issue("string", value, [key]))
+    elif _utf16_len(value) > limit:
+        issues.append(_too_big("string", limit, [key]))
+    else:
+        gen[key] = value
+
+
 def validate_generation(body: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """Check a parsed body against the real route's schema.
 
@@ -246,16 +261,8 @@ def validate_generation(body: Any) -> tuple[dict[str, Any] | None, list[dict[str
     if type(body) is not dict:
         return None, [_type_issue("object", body, [])]
     gen: dict[str, Any] = {}
-    for key, limit in (("distinctId", 200), ("traceId", 200), ("parentId", 200)):
-        value = body.get(key)
-        if value is None:
-            continue
-        if type(value) is not str:
-            issues.append(_type_issue("string", value, [key]))
-        elif _utf16_len(value) > limit:
-            issues.append(_too_big("string", limit, [key]))
-        else:
-            gen[key] = value
+    for key in ("distinctId", "traceId", "parentId"):
+        _optional_string(body, key, 200, gen, issues)
     model = body.get("model")
     if type(model) is not str:
         issues.append(_type_issue("string", model if "model" in body else MISSING, ["model"]))
@@ -265,14 +272,7 @@ def validate_generation(body: Any) -> tuple[dict[str, Any] | None, list[dict[str
         issues.append(_too_big("string", 200, ["model"]))
     else:
         gen["model"] = model
-    provider = body.get("provider")
-    if provider is not None:
-        if type(provider) is not str:
-            issues.append(_type_issue("string", provider, ["provider"]))
-        elif _utf16_len(provider) > 50:
-            issues.append(_too_big("string", 50, ["provider"]))
-        else:
-            gen["provider"] = provider
+    _optional_string(body, "provider", 50, gen, issues)
     for key in ("input", "output"):
         if body.get(key) is not None:
             gen[key] = body[key]
@@ -303,14 +303,7 @@ def validate_generation(body: Any) -> tuple[dict[str, Any] | None, list[dict[str
         )
     else:
         gen["status"] = status
-    message = body.get("errorMessage")
-    if message is not None:
-        if type(message) is not str:
-            issues.append(_type_issue("string", message, ["errorMessage"]))
-        elif _utf16_len(message) > 2000:
-            issues.append(_too_big("string", 2000, ["errorMessage"]))
-        else:
-            gen["errorMessage"] = message
+    _optional_string(body, "errorMessage", 2000, gen, issues)
     metadata = body.get("metadata")
     if metadata is not None:
         if type(metadata) is not dict:
@@ -452,14 +445,8 @@ class LlmEndpoint:
 
     def wait_for(self, n: int, timeout: float | None = 5.0) -> bool:
         """Wait until at least ``n`` rows were stored since creation or :meth:`clear`; False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._count < n:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            return True
+            return self._cond.wait_for(lambda: self._count >= n, timeout)
 
     def clear(self) -> None:
         """Forget the stored rows."""

@@ -422,17 +422,7 @@ def too_small(
     Returns:
         The issue, as zod reports it.
     """
-    unit = "items" if origin == "array" else "characters"
-    if message is None:
-        message = f"Too small: expected {origin} to have >={minimum} {unit}"
-    return {
-        "origin": origin,
-        "code": "too_small",
-        "minimum": minimum,
-        "inclusive": True,
-        "path": list(path),
-        "message": message,
-    }
+    return _size_issue("too_small", "minimum", minimum, origin, path, message)
 
 
 def too_big(
@@ -449,13 +439,22 @@ def too_big(
     Returns:
         The issue, as zod reports it.
     """
-    unit = "items" if origin == "array" else "characters"
+    return _size_issue("too_big", "maximum", maximum, origin, path, message)
+
+
+def _size_issue(
+    code: str, bound_key: str, bound: int, origin: str, path: Sequence[str | int], message: str | None
+) -> dict[str, Any]:
+    """The issue of :func:`too_small` (``bound_key`` ``"minimum"``) or :func:`too_big` (``"maximum"``)."""
     if message is None:
-        message = f"Too big: expected {origin} to have <={maximum} {unit}"
+        unit = "items" if origin == "array" else "characters"
+        words = "Too small" if code == "too_small" else "Too big"
+        sign = ">=" if code == "too_small" else "<="
+        message = f"{words}: expected {origin} to have {sign}{bound} {unit}"
     return {
         "origin": origin,
-        "code": "too_big",
-        "maximum": maximum,
+        "code": code,
+        bound_key: bound,
         "inclusive": True,
         "path": list(path),
         "message": message,

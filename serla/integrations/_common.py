@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Mapping
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
 
 from serla._config import log_debug, warn_limited
 from serla._context import (
@@ -91,14 +91,7 @@ class Resolvers:
         try:
             return resolver(request)
         except Exception as exc:
-            warn_limited(
-                "integration_" + name,
-                "serla: %s: the %s resolver raised %r; ignored for this request",
-                self.where,
-                name,
-                exc,
-            )
-            return None
+            return self._failed(name, exc)
 
     def resolve(self, request: Any) -> tuple[Any, Any, Any, Any]:
         """The resolvers' raw results (awaitables included) for ``request``; never raises."""
@@ -125,14 +118,16 @@ class Resolvers:
         try:
             return await value
         except Exception as exc:
-            warn_limited(
-                "integration_" + name,
-                "serla: %s: the %s resolver raised %r; ignored for this request",
-                self.where,
-                name,
-                exc,
-            )
-            return None
+            return self._failed(name, exc)
+
+    def _failed(self, name: str, exc: Exception) -> None:
+        warn_limited(
+            "integration_" + name,
+            "serla: %s: the %s resolver raised %r; ignored for this request",
+            self.where,
+            name,
+            exc,
+        )
 
     def scope(self, values: tuple[Any, Any, Any, Any], browser_session_id: str | None) -> Scope:
         """The request's scope inside the current one, from resolved ``values``; never raises."""
@@ -213,3 +208,31 @@ class Resolvers:
             if pair is not None:
                 out[pair[0]] = pair[1]
         return out
+
+
+AppT = TypeVar("AppT")
+
+
+class MiddlewareBase(Generic[AppT]):
+    """The constructor the ASGI and WSGI ``SerlaMiddleware`` share (their docstrings list the arguments).
+
+    Raises:
+        TypeError: When a resolver is not callable.
+    """
+
+    _where = "serla integration"
+
+    def __init__(
+        self,
+        app: AppT,
+        *,
+        distinct_id: Resolver | None = None,
+        session_id: Resolver | None = None,
+        groups: Resolver | None = None,
+        properties: Resolver | None = None,
+        request_sessions: bool = True,
+    ) -> None:
+        self.app = app
+        self._resolvers = Resolvers(
+            distinct_id, session_id, groups, properties, request_sessions, self._where
+        )

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, MutableMapping
 from typing import Any, Callable
 
 from serla._context import Scope, enter, leave
-from serla.integrations._common import Resolver, Resolvers, browser_session
+from serla.integrations._common import MiddlewareBase, browser_session
 
 __all__ = ["SerlaMiddleware"]
 
@@ -35,7 +35,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[ASGIScope, Receive, Send], Awaitable[None]]
 
 
-class SerlaMiddleware:
+class SerlaMiddleware(MiddlewareBase[ASGIApp]):
     """Wrap an ASGI app so each HTTP request and websocket connection runs in its own context.
 
     Args:
@@ -51,20 +51,7 @@ class SerlaMiddleware:
         TypeError: When a resolver is not callable.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        distinct_id: Resolver | None = None,
-        session_id: Resolver | None = None,
-        groups: Resolver | None = None,
-        properties: Resolver | None = None,
-        request_sessions: bool = True,
-    ) -> None:
-        self.app = app
-        self._resolvers = Resolvers(
-            distinct_id, session_id, groups, properties, request_sessions, "serla.integrations.asgi"
-        )
+    _where = "serla.integrations.asgi"
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope.get("type") not in ("http", "websocket"):

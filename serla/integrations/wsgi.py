@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
 from serla._context import Scope, enter, leave
-from serla.integrations._common import Resolver, Resolvers, browser_session
+from serla.integrations._common import MiddlewareBase, browser_session
 
 __all__ = ["SerlaMiddleware"]
 
@@ -33,7 +33,7 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-class SerlaMiddleware:
+class SerlaMiddleware(MiddlewareBase[WSGIApp]):
     """Wrap a WSGI app so each request runs in its own :func:`serla.context`.
 
     Args:
@@ -49,20 +49,7 @@ class SerlaMiddleware:
         TypeError: When a resolver is not callable.
     """
 
-    def __init__(
-        self,
-        app: WSGIApp,
-        *,
-        distinct_id: Resolver | None = None,
-        session_id: Resolver | None = None,
-        groups: Resolver | None = None,
-        properties: Resolver | None = None,
-        request_sessions: bool = True,
-    ) -> None:
-        self.app = app
-        self._resolvers = Resolvers(
-            distinct_id, session_id, groups, properties, request_sessions, "serla.integrations.wsgi"
-        )
+    _where = "serla.integrations.wsgi"
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         scope = self.scope_for(environ)

@@ -6,16 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from serla.llm._core import REWRAP, Api, Observer, usage_number
-
-
-def _get(obj: Any, name: str) -> Any:
-    """``obj.name`` (the libraries' pydantic objects), or ``obj[name]`` for a plain dict or Mapping."""
-    if type(obj) is dict:
-        return obj.get(name)
-    value = getattr(obj, name, None)
-    if value is None and isinstance(obj, Mapping):
-        return obj.get(name)
-    return value
+from serla.llm._core import get_field as _get
 
 
 def _cache_meta(usage: Any, meta: dict[str, Any]) -> None:

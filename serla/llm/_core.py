@@ -470,14 +470,17 @@ def _rewrapping(method: Callable[..., Any], tree: Tree, opts: Options) -> Callab
     return call
 
 
+def get_field(obj: Any, name: str) -> Any:
+    """``obj.name`` (the libraries' pydantic objects), or ``obj[name]`` for a plain dict or Mapping."""
+    if type(obj) is dict:
+        return obj.get(name)
+    value = getattr(obj, name, None)
+    if value is None and isinstance(obj, Mapping):
+        return obj.get(name)
+    return value
+
+
 def usage_number(usage: Any, name: str) -> int | None:
     """``usage.<name>`` as an int, or ``None`` when absent or not an int."""
-    if usage is None:
-        return None
-    if type(usage) is dict:
-        value = usage.get(name)
-    else:
-        value = getattr(usage, name, None)
-        if value is None and isinstance(usage, Mapping):
-            value = usage.get(name)
+    value = get_field(usage, name)
     return value if isinstance(value, int) and not isinstance(value, bool) else None

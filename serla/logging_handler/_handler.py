@@ -531,11 +531,8 @@ class SerlaHandler(logging.Handler):
             and isinstance(exc_info[1], BaseException)
         )
 
-    def _report_error(self, record: logging.LogRecord) -> None:
-        """Queue the record's exception as an error report (caller: ``emit``, under the handler lock)."""
-        if self._closed:
-            return
-        exc = record.exc_info[1]  # type: ignore[index]  # checked by _wants_error
+    def _client_or_default(self) -> Serla | None:
+        """The handler's client, else the default one (made on first use); None is dropped as no_client."""
         client = self._client
         if client is None:
             client = _registry.get_default_client()
@@ -543,7 +540,16 @@ class SerlaHandler(logging.Handler):
                 client = _registry.get_default_client(create=True)
                 if client is None:
                     self._drop("no_client")
-                    return
+        return client
+
+    def _report_error(self, record: logging.LogRecord) -> None:
+        """Queue the record's exception as an error report (caller: ``emit``, under the handler lock)."""
+        if self._closed:
+            return
+        exc = record.exc_info[1]  # type: ignore[index]  # checked by _wants_error
+        client = self._client_or_default()
+        if client is None:
+            return
         values = record.__dict__
         distinct_id = None
         for key in self._id_keys:
@@ -632,14 +638,9 @@ class SerlaHandler(logging.Handler):
                 self._drop("no_distinct_id")
                 return
 
-        client = self._client
+        client = self._client_or_default()
         if client is None:
-            client = _registry.get_default_client()
-            if client is None:
-                client = _registry.get_default_client(create=True)
-                if client is None:
-                    self._drop("no_client")
-                    return
+            return
         limit = self._limit[1] if self._limit[0] is client else self._queue_limit(client)
         if limit and client.pending_count() >= limit:
             self._drop("queue_full")  # track() would wait for room: a handler must not
