@@ -280,23 +280,20 @@ class Serla:
         )
         self._put = self._worker.put
         self._flags: FlagClient | None = None  # serla._flags.FlagClient, made by the first flag call
-        self._atexit: Callable[[], None] | None = None
+        self._exit_token: int | None = None  # serla._exit's token for this client's exit hook
         if cfg.flush_on_exit and not cfg.disabled:
             # The hook holds the worker, not the client: a client that lived in a function and was
             # collected still has its events delivered at exit (the worker outlives it with its thread).
+            # shutdown() unregisters it.
             worker = self._worker
             exit_timeout = cfg.shutdown_timeout
-            state = self._exit_state = [False]  # [shut down]: set by shutdown(), read by the hook
 
             def _flush_at_exit() -> None:
-                if state[0]:
-                    return
                 if not worker.flush_at_exit(exit_timeout):
                     log_warning("serla: %d events were not delivered at exit", worker.pending())
 
             from serla import _exit
 
-            self._atexit = _flush_at_exit
             self._exit_token = _exit.register(_flush_at_exit)
         self._clock = _clock
         self._errors: ErrorReporter | None = None
@@ -986,12 +983,11 @@ class Serla:
             if self._hooks is not None:
                 self._hooks.uninstall()
                 self._hooks = None
-            if self._atexit is not None:
-                self._exit_state[0] = True
+            if self._exit_token is not None:
                 from serla import _exit
 
                 _exit.unregister(self._exit_token)
-                self._atexit = None
+                self._exit_token = None
             if self._flags is not None:
                 self._flags.close()
             if self._disabled:
@@ -1152,10 +1148,6 @@ class Serla:
         warn_limited("invalid_call", "serla: call dropped: " + msg, *args)
         return False
 
-    def _flush_at_exit(self) -> None:
-        if self._atexit is not None:
-            self._atexit()
-
     def _submit(self, lane: str, body: bytes) -> bool:
         """Queue one record for a single-record lane (``"errors"``, ``"llm"``); never raises or waits.
 
@@ -1288,13 +1280,6 @@ def _spool_opener(cfg: Config) -> Callable[[Any], Any]:
         return SpoolPump(worker, spool)
 
     return opener
-
-
-def _context_distinct_id() -> str | None:
-    """The context's ``distinct_id`` (for record lanes written before ``serla.current_scope()``)."""
-    from serla._context import get_distinct_id
-
-    return get_distinct_id()
 
 
 def _warn_exc(msg: str) -> None:

@@ -455,9 +455,10 @@ class BatchWorker:
             if full:
                 warn_limited(
                     f"lane_full_{lane}",
-                    "serla: %s record dropped: %d records are already waiting",
+                    "serla: %s record dropped: %d records (or %d bytes) are already waiting",
                     lane,
-                    1000,
+                    LANE_MAX_RECORDS,
+                    LANE_MAX_BYTES,
                 )
                 return False
             if self._thread is None and not self._thread_failed:
@@ -784,14 +785,12 @@ class BatchWorker:
                 now = self._clock()
                 due: list[float] = []
                 events_ready = spool_now = lease_now = False
+                if self._todo:
+                    events_ready = self._ready(self._hold_until, self._hold_kind, self._todo[0], now, due)
                 if pump is not None:  # with a spool: memory -> disk -> server (serla._spool)
                     spool_now = pump.spool_due(now, due)
                     lease_now = not spool_now and not self._todo and pump.send_due(now, due)
-                    if self._todo:
-                        events_ready = self._ready(self._hold_until, self._hold_kind, self._todo[0], now, due)
-                elif self._todo:
-                    events_ready = self._ready(self._hold_until, self._hold_kind, self._todo[0], now, due)
-                elif self._buffer:
+                elif not self._todo and self._buffer:
                     oldest = self._oldest_at if self._oldest_at is not None else now
                     send_at = oldest + self._interval - self._interval_jitter
                     if now >= send_at:
