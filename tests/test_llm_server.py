@@ -170,10 +170,11 @@ def test_size_cap_413(server: SerlaServer) -> None:
 
 def test_rate_limit_window_with_an_injected_clock() -> None:
     now = [100.0]
-    with SerlaServer(clock=lambda: now[0]) as server:
-        server.llm.rate_limit = 2
+    with SerlaServer(clock=lambda: now[0], rate_limits={"llm": 2}) as server:
         assert [post(server, {"model": "m"})[0] for _ in range(3)] == [200, 200, 429]
-        now[0] += 60.0
+        now[0] += 60.0  # the window's last instant: the real limiter resets only once resetAt < now
+        assert post(server, {"model": "m"})[0] == 429
+        now[0] += 0.001
         assert post(server, {"model": "m"})[0] == 200
 
 

@@ -4,7 +4,7 @@
 as :attr:`SerlaServer.llm`) and ``serla dev`` keeps the records in its SQLite file and lists them on the
 page at ``/llm`` (calls, and totals per model). The route follows ``app/api/v1/llm/route.ts`` of the real
 server (commit eb01610; ``SERLA_API.md`` 7.3) in this order: auth (401), plan (402, for keys listed in
-:attr:`LlmEndpoint.free_keys`), per-minute limit (429 with ``Retry-After``, when ``rate_limit`` is set),
+:attr:`LlmEndpoint.free_keys`), per-minute limit and monthly quota (the server's ``llm`` bucket: 429),
 JSON parse (400 ``Invalid JSON``), validation (400 ``Invalid generation`` with zod-like ``details``), the
 256 KiB input+output cap (413), then the row is stored with ``costUsd`` and ``totalTokens`` backfilled the
 way the real server does.
@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import re
 import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from serla._encode import format_timestamp
 from serla._llm import MAX_IO_BYTES, json_size
-from serla.devtools.limits import RATE_LIMIT_WINDOW
 from serla.devtools.validation import MALFORMED as _MALFORMED
 from serla.devtools.validation import MISSING, is_valid_timestamp
 from serla.devtools.validation import format_issue as _format_issue
@@ -402,7 +400,6 @@ class LlmEndpoint:
 
     Attributes:
         free_keys: API keys of "Free-plan projects": their requests get the real 402.
-        rate_limit: Requests per fixed 60 s window (the real server: 1,000); ``None`` means no limit.
     """
 
     def __init__(
@@ -411,8 +408,6 @@ class LlmEndpoint:
         *,
         store: LlmStore | None = None,
         free_keys: set[str] | None = None,
-        rate_limit: int | None = None,
-        clock: Callable[[], float] | None = None,
     ) -> None:
         """Register the route on ``server``.
 
@@ -420,15 +415,10 @@ class LlmEndpoint:
             server: The server to serve it on; its API keys and clock are used.
             store: Where rows go (default: a new :class:`MemoryLlmStore`).
             free_keys: API keys whose project is on the Free plan (402).
-            rate_limit: Requests per 60 s window, or ``None``.
-            clock: Monotonic seconds for the rate-limit window (default: the server's).
         """
         self._server = server
         self.store: LlmStore = store if store is not None else MemoryLlmStore()
         self.free_keys: set[str] = set(free_keys or ())
-        self.rate_limit = rate_limit
-        self._clock = clock or server._clock
-        self._window: list[float] = [0.0, 0.0, 0.0]  # start, count, started
         self._cond = threading.Condition()
         self._count = 0
         # The server's routing table (serla.devtools.server.ROUTES) sends POST /api/v1/llm to handle()
@@ -465,9 +455,6 @@ class LlmEndpoint:
         refused = server.check_limits(caller, bucket="llm", quota_error="Monthly limit exceeded")
         if refused is not None:
             return refused
-        limited = self._limited()  # this endpoint's own, optional, limit
-        if limited is not None:
-            return limited
         parsed = parsed_body(request)
         if parsed is _MALFORMED:
             return _json_response(400, {"error": "Invalid JSON"})
@@ -487,28 +474,6 @@ class LlmEndpoint:
             )
         self._store(gen, request)
         return _json_response(200, {"success": True})
-
-    def _limited(self) -> Response | None:
-        limit = self.rate_limit
-        if limit is None:
-            return None
-        with self._cond:
-            now = self._clock()
-            window = self._window
-            if not window[2] or now >= window[0] + RATE_LIMIT_WINDOW:
-                window[:] = [now, 0.0, 1.0]
-            window[1] += 1
-            if window[1] <= limit:
-                return None
-            remaining = window[0] + RATE_LIMIT_WINDOW - now
-        retry_after = max(0, math.ceil(remaining))
-        headers = {
-            "Retry-After": str(retry_after),
-            "X-RateLimit-Limit": str(limit),
-            "X-RateLimit-Remaining": "0",
-            "X-RateLimit-Reset": str(int((time.time() + remaining) * 1000)),
-        }
-        return _json_response(429, {"error": "Too many requests", "retryAfter": retry_after}, headers)
 
     def _store(self, gen: dict[str, Any], request: RecordedRequest) -> None:
         cost = gen.get("costUsd")
